@@ -1,0 +1,431 @@
+"""The work queue: claim, submit, skip. Cross-model transactional flows live here.
+
+Concurrency rule: every change to how many slots of a task are taken (a new lease, a
+judgement, a skip, a late submit) happens while holding that task's row lock. On
+PostgreSQL the lock is ``SELECT ... FOR UPDATE``; candidates are found with
+``SKIP LOCKED`` so concurrent claimers fan out over different tasks instead of queueing
+on one. On SQLite the database runs every atomic block as ``BEGIN IMMEDIATE`` (see
+settings), which serialises writers, so the same read-check-write code is correct there.
+
+A lease that ran out is not reclaimed eagerly. It stops counting towards the task's
+slots the moment it expires, so the slot can go to somebody else; if nobody took it, a
+late submit is still accepted. Only when the slot is gone is the late submit refused
+(:class:`LeaseLost`, HTTP 409).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import combinations
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotation.models import (
+    Assignment,
+    AssignmentState,
+    Judgement,
+    JudgementSource,
+    PairVote,
+    Project,
+    Role,
+    Task,
+    TaskState,
+)
+
+# How many candidates one claim looks at before giving up for this round. Candidates
+# can be rejected under the lock when a concurrent claimer filled them first.
+_CLAIM_CANDIDATES = 16
+
+
+class QueueError(Exception):
+    """A request the queue refuses; ``code`` maps onto an HTTP status in the API."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidRanking(QueueError):
+    code = "invalid_ranking"
+
+
+class NotAllowed(QueueError):
+    status = 403
+    code = "not_allowed"
+
+
+class LeaseLost(QueueError):
+    status = 409
+    code = "lease_lost"
+
+
+class AlreadyFinished(QueueError):
+    status = 409
+    code = "already_finished"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _supports_skip_locked() -> bool:
+    return connection.features.has_select_for_update_skip_locked
+
+
+def _lock_task(task_id: int) -> Task:
+    qs = Task.objects.filter(pk=task_id)
+    if connection.features.has_select_for_update:
+        qs = qs.select_for_update()
+    return qs.get()
+
+
+def _live_lease_count(task_id: int, *, now: Any, exclude_assignment: int | None = None) -> int:
+    qs = Assignment.objects.filter(task_id=task_id).live(now)
+    if exclude_assignment is not None:
+        qs = qs.exclude(pk=exclude_assignment)
+    return qs.count()
+
+
+def _free_slots(task: Task, *, now: Any, exclude_assignment: int | None = None) -> int:
+    taken = task.judgement_count + _live_lease_count(task.pk, now=now, exclude_assignment=exclude_assignment)
+    return task.required_annotations - taken
+
+
+def validate_tiers(tiers: Any, *, response_ids: list[int], allow_ties: bool) -> list[list[int]]:
+    """Check that ``tiers`` is a ranking of exactly ``response_ids``; return it normalised.
+
+    Raises :class:`InvalidRanking` naming the problem.
+    """
+    if not isinstance(tiers, list) or not tiers:
+        raise InvalidRanking("ranking must be a non-empty list of tiers (lists of response ids)", field="ranking")
+    seen: list[int] = []
+    normalised: list[list[int]] = []
+    for index, tier in enumerate(tiers):
+        if not isinstance(tier, list) or not tier:
+            raise InvalidRanking(f"tier {index} must be a non-empty list of response ids", field="ranking")
+        for rid in tier:
+            if isinstance(rid, bool) or not isinstance(rid, int):
+                raise InvalidRanking(f"tier {index} holds {rid!r}, which is not a response id", field="ranking")
+        if len(tier) > 1 and not allow_ties:
+            raise InvalidRanking("this project does not allow ties: put one response in each tier", field="ranking")
+        seen.extend(tier)
+        normalised.append(sorted(tier))
+    expected = set(response_ids)
+    duplicates = sorted({rid for rid in seen if seen.count(rid) > 1})
+    if duplicates:
+        raise InvalidRanking(f"responses {duplicates} appear more than once", field="ranking")
+    unknown = sorted(set(seen) - expected)
+    if unknown:
+        raise InvalidRanking(f"responses {unknown} are not part of this task", field="ranking")
+    missing = sorted(expected - set(seen))
+    if missing:
+        raise InvalidRanking(f"the ranking leaves out responses {missing}", field="ranking")
+    return normalised
+
+
+def pair_votes_for(
+    tiers: list[list[int]], *, display_order: list[int] | None = None
+) -> list[tuple[int, int, int, bool | None]]:
+    """Expand tiers into the C(K,2) outcomes ``(a, b, winner, a_shown_first)`` with a < b."""
+    rank = {rid: level for level, tier in enumerate(tiers) for rid in tier}
+    shown = {rid: pos for pos, rid in enumerate(display_order)} if display_order else None
+    votes = []
+    for a, b in combinations(sorted(rank), 2):
+        if rank[a] < rank[b]:
+            winner = 1
+        elif rank[a] > rank[b]:
+            winner = -1
+        else:
+            winner = 0
+        a_first = None if shown is None else shown[a] < shown[b]
+        votes.append((a, b, winner, a_first))
+    return votes
+
+
+def _write_pair_votes(judgement: Judgement, *, display_order: list[int] | None) -> None:
+    PairVote.objects.bulk_create(
+        PairVote(
+            judgement=judgement,
+            task_id=judgement.task_id,
+            annotator_id=judgement.annotator_id,
+            response_a_id=a,
+            response_b_id=b,
+            winner=winner,
+            a_shown_first=a_first,
+        )
+        for a, b, winner, a_first in pair_votes_for(judgement.tiers, display_order=display_order)
+    )
+
+
+def _require_annotating_member(project: Project, user: Any) -> None:
+    role = project.role_of(user)
+    if role not in (Role.ANNOTATOR, Role.MANAGER):
+        raise NotAllowed("you are not a member of this project")
+
+
+# --- claim --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    assignment: Assignment
+    resumed: bool  # True when the annotator's own live lease was handed back
+
+
+def _candidate_ids(*, project: Project, annotator: Any, now: Any, exclude: list[int]) -> list[int]:
+    own = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    live = (
+        Assignment.objects.filter(task=OuterRef("pk"), state=AssignmentState.LEASED, expires_at__gt=now)
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    qs = (
+        Task.objects.filter(project=project, state=TaskState.OPEN)
+        .exclude(pk__in=exclude)
+        .filter(~Exists(own))
+        .annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), Value(0)))
+        .filter(judgement_count__lt=F("required_annotations") - F("live"))
+        .order_by("-priority", "-judgement_count", "id")
+    )
+    if _supports_skip_locked():
+        # Lock only the task rows (not the joined tables); skip rows another claimer holds.
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
+        return list(qs.values_list("pk", flat=True)[:1])
+    return list(qs.values_list("pk", flat=True)[:_CLAIM_CANDIDATES])
+
+
+@transaction.atomic
+def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Random | None = None) -> Claim | None:
+    """Lease the next task of ``project`` to ``annotator``, or return None when none is left.
+
+    Order: the annotator's own live lease first; then highest priority; among equals,
+    partly annotated tasks before fresh ones; then the oldest. A task is never leased
+    to more annotators than it still needs, and never twice to one person.
+    """
+    _require_annotating_member(project, annotator)
+    now = timezone.now()
+    own = (
+        Assignment.objects.filter(
+            project=project, annotator=annotator, state=AssignmentState.LEASED, expires_at__gt=now
+        )
+        .select_related("task")
+        .order_by("leased_at")
+        .first()
+    )
+    if own is not None:
+        return Claim(assignment=own, resumed=True)
+
+    rejected: list[int] = []
+    for _ in range(_CLAIM_CANDIDATES):
+        candidates = _candidate_ids(project=project, annotator=annotator, now=now, exclude=rejected)
+        if not candidates:
+            return None
+        for task_id in candidates:
+            task = _lock_task(task_id)
+            # Re-check under the lock with a fresh statement: a concurrent claimer may
+            # have filled the task between our candidate query and the lock.
+            if task.state != TaskState.OPEN or _free_slots(task, now=now) <= 0:
+                rejected.append(task_id)
+                continue
+            if Assignment.objects.filter(task=task, annotator=annotator).exists():
+                rejected.append(task_id)
+                continue
+            order = task.response_ids()
+            (rng or random).shuffle(order)
+            try:
+                with transaction.atomic():
+                    assignment = Assignment.objects.create(
+                        task=task,
+                        project=project,
+                        annotator=annotator,
+                        display_order=order,
+                        leased_at=now,
+                        expires_at=now + timedelta(seconds=project.lease_seconds),
+                    )
+            except IntegrityError:
+                # The same annotator claimed this task in a parallel request.
+                rejected.append(task_id)
+                continue
+            assignment.task = task
+            return Claim(assignment=assignment, resumed=False)
+    return None
+
+
+# --- submit -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    judgement: Judgement
+    created: bool  # False when a retried submit found its earlier judgement
+
+
+def judgement_submit(
+    *,
+    assignment: Assignment,
+    ranking: Any,
+    client_token: uuid.UUID | str | None = None,
+    confidence: int | None = None,
+    rationale: str = "",
+    time_taken_ms: int | None = None,
+) -> Submission:
+    """Record the annotator's ranking for a leased task, with its PairVotes, atomically.
+
+    Idempotent on ``client_token``: a retry with the same token returns the judgement the
+    first call created and writes nothing. A lease that expired is still accepted when its
+    slot was not given to somebody else; otherwise :class:`LeaseLost`.
+    """
+    try:
+        token = uuid.UUID(str(client_token)) if client_token else uuid.uuid4()
+    except ValueError:
+        raise QueueError("client_token must be a UUID", field="client_token") from None
+    if confidence is not None and not (1 <= confidence <= 5):
+        raise QueueError("confidence must be between 1 and 5", field="confidence")
+    with transaction.atomic():
+        outcome = _submit_under_lock(
+            assignment_id=assignment.pk,
+            ranking=ranking,
+            token=token,
+            confidence=confidence,
+            rationale=rationale,
+            time_taken_ms=time_taken_ms,
+        )
+    # Raised after the block commits, so that the lease is recorded as expired.
+    if isinstance(outcome, QueueError):
+        raise outcome
+    return outcome
+
+
+def _submit_under_lock(
+    *,
+    assignment_id: int,
+    ranking: Any,
+    token: uuid.UUID,
+    confidence: int | None,
+    rationale: str,
+    time_taken_ms: int | None,
+) -> Submission | QueueError:
+    assignment = Assignment.objects.get(pk=assignment_id)
+    task = _lock_task(assignment.task_id)
+    # Everything below is read after the task lock, so a concurrent duplicate of this
+    # request sees the judgement the first one committed.
+    previous = Judgement.objects.filter(annotator_id=assignment.annotator_id, client_token=token).first()
+    if previous is not None:
+        if previous.assignment_id != assignment_id:
+            raise QueueError("this client token was already used for another task", field="client_token")
+        return Submission(judgement=previous, created=False)
+    assignment = Assignment.objects.select_related("project").get(pk=assignment_id)
+    project = assignment.project
+    if assignment.state == AssignmentState.SUBMITTED:
+        raise AlreadyFinished("this task was already submitted")
+    if assignment.state == AssignmentState.SKIPPED:
+        raise AlreadyFinished("this task was skipped")
+
+    tiers = validate_tiers(ranking, response_ids=task.response_ids(), allow_ties=project.allow_ties)
+
+    now = timezone.now()
+    if not assignment.is_live(now):
+        # Late: accept only if the slot it held is still free.
+        if task.state != TaskState.OPEN or _free_slots(task, now=now, exclude_assignment=assignment.pk) <= 0:
+            Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.EXPIRED, finished_at=now)
+            return LeaseLost("your lease on this task expired and the task went to another annotator")
+
+    if time_taken_ms is None:
+        time_taken_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+    judgement = Judgement.objects.create(
+        task=task,
+        annotator_id=assignment.annotator_id,
+        assignment=assignment,
+        tiers=tiers,
+        confidence=confidence,
+        rationale=rationale or "",
+        time_taken_ms=max(0, time_taken_ms),
+        client_token=token,
+        source=JudgementSource.ANNOTATION,
+        created_at=now,
+    )
+    _write_pair_votes(judgement, display_order=assignment.display_order)
+    Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.SUBMITTED, finished_at=now)
+    _count_judgement(task, now=now)
+    return Submission(judgement=judgement, created=True)
+
+
+def _count_judgement(task: Task, *, now: Any) -> None:
+    """Bump the task's counter under its lock and complete it when full."""
+    task.judgement_count += 1
+    fields = ["judgement_count"]
+    if task.judgement_count >= task.required_annotations:
+        task.state = TaskState.COMPLETE
+        task.completed_at = now
+        fields += ["state", "completed_at"]
+    task.save(update_fields=fields)
+
+
+# --- skip ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def assignment_skip(*, assignment: Assignment, reason: str) -> Assignment:
+    """Give the task back with a reason; the annotator will not be offered it again."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise QueueError("a skip needs a reason", field="reason")
+    if len(reason) > 500:
+        raise QueueError("the skip reason is longer than 500 characters", field="reason")
+    _lock_task(assignment.task_id)
+    assignment = Assignment.objects.select_related("project").get(pk=assignment.pk)
+    if not assignment.project.allow_skip:
+        raise NotAllowed("this project does not allow skipping")
+    if assignment.state in (AssignmentState.SUBMITTED, AssignmentState.SKIPPED):
+        raise AlreadyFinished(f"this task was already {assignment.state}")
+    assignment.state = AssignmentState.SKIPPED
+    assignment.skip_reason = reason
+    assignment.finished_at = timezone.now()
+    assignment.save(update_fields=["state", "skip_reason", "finished_at"])
+    return assignment
+
+
+# --- imported judgements -----------------------------------------------------------------
+
+
+def judgement_import(
+    *,
+    task: Task,
+    annotator: Any,
+    tiers: list[list[int]],
+    allow_ties: bool,
+    rationale: str = "",
+    created_at: Any = None,
+) -> Judgement:
+    """Record an existing judgement (from an imported file) on a task, with its PairVotes.
+
+    Runs inside the importer's transaction. Imported judgements have no lease and no
+    display order, so they carry no position information.
+    """
+    tiers = validate_tiers(tiers, response_ids=task.response_ids(), allow_ties=allow_ties)
+    task = _lock_task(task.pk)
+    if task.judgement_count >= task.required_annotations:
+        raise QueueError(f"task {task.pk} already holds {task.judgement_count} judgements, all it needs")
+    judgement = Judgement.objects.create(
+        task=task,
+        annotator=annotator,
+        tiers=tiers,
+        rationale=rationale,
+        source=JudgementSource.IMPORT,
+        created_at=created_at or timezone.now(),
+    )
+    _write_pair_votes(judgement, display_order=None)
+    _count_judgement(task, now=timezone.now())
+    return judgement

@@ -1,0 +1,21 @@
+"""Settings for the test suite: the production module with a test key and plain HTTP.
+
+DATABASE_URL and CELERY_BROKER_URL still come from the environment, so the same suite
+runs on SQLite locally and on PostgreSQL + Redis in CI.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-key-" + "x" * 50)
+os.environ.setdefault("DJANGO_DEBUG", "0")
+os.environ.setdefault("DJANGO_SECURE_HTTPS", "0")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from arpad.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

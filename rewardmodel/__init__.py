@@ -1,0 +1,1 @@
+"""Reward-model registry, Bradley-Terry training, scoring (see the reward-model issue)."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RewardmodelConfig(AppConfig):
+    name = "rewardmodel"
+    default_auto_field = "django.db.models.BigAutoField"

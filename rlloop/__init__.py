@@ -1,0 +1,1 @@
+"""Policies, PPO rounds and on-policy sampling back into the annotation queue."""
