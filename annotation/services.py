@@ -39,8 +39,8 @@ from annotation.models import (
     TaskState,
 )
 
-# How many candidates one claim looks at before giving up for this round. Candidates
-# can be rejected under the lock when a concurrent claimer filled them first.
+# Without SKIP LOCKED (SQLite) a claim fetches this many candidates per round; writers
+# are serialised there, so the first candidate is almost always taken.
 _CLAIM_CANDIDATES = 16
 
 
@@ -228,7 +228,9 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
         return Claim(assignment=own, resumed=True)
 
     rejected: list[int] = []
-    for _ in range(_CLAIM_CANDIDATES):
+    # Each round excludes what the previous rounds rejected, so this ends: either a task
+    # is leased or the candidate query comes back empty ("no work left for you").
+    while True:
         candidates = _candidate_ids(project=project, annotator=annotator, now=now, exclude=rejected)
         if not candidates:
             return None
@@ -260,7 +262,6 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
                 continue
             assignment.task = task
             return Claim(assignment=assignment, resumed=False)
-    return None
 
 
 # --- submit -------------------------------------------------------------------------------
