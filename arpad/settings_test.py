@@ -5,7 +5,11 @@ runs on SQLite locally and on PostgreSQL + Redis in CI.
 """
 
 import os
+from pathlib import Path
 
+# Tests keep their files (SQLite test database, filesystem broker, artifacts) apart from
+# a local demo that may be running from the same checkout.
+os.environ.setdefault("ARPAD_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-key-" + "x" * 50)
 os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("DJANGO_SECURE_HTTPS", "0")
@@ -19,3 +23,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not :memory:, so that a real worker process can open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405

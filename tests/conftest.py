@@ -59,3 +59,58 @@ def outsider(other_project):
     user = UserFactory(username="outsider")
     Membership.objects.create(project=other_project, user=user, role=Role.ANNOTATOR)
     return user
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path):
+    """A real ``celery worker`` process on the test database and the configured broker.
+
+    Yields a function that waits for a condition, failing with the worker's log if it
+    does not come true in time. Celery's eager mode is not a substitute: it skips
+    serialisation, the broker, acks and the separate process.
+    """
+    import subprocess
+    import sys
+    import time
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        database_url = f"sqlite:///{db['NAME']}"
+    else:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        database_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = dict(os.environ, DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="arpad.settings_test")
+    log_path = tmp_path / "worker.log"
+    bin_dir = Path(sys.executable).parent
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(bin_dir / "celery"), "-A", "arpad", "worker", "-Q", "default", "--pool", "solo", "-l", "info"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def read_log() -> str:
+        return log_path.read_text(errors="replace")
+
+    def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = condition()
+            if result:
+                return result
+            if proc.poll() is not None:
+                pytest.fail(f"celery worker exited with {proc.returncode}:\n{read_log()[-4000:]}")
+            time.sleep(0.2)
+        pytest.fail(f"timed out waiting for {what}; worker log:\n{read_log()[-4000:]}")
+
+    try:
+        wait_for(lambda: "ready." in read_log(), timeout=60, what="the worker to start")
+        yield wait_for
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
