@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from arpad.env import env_bool, env_int, env_list, env_str, parse_database_url
@@ -144,12 +145,12 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 
-# Content-Security-Policy (django-csp 4): no inline script without the per-request nonce,
-# no third-party origin for anything.
+# Content-Security-Policy (django-csp 4): no inline script without the per-request nonce
+# (added to the header only on responses whose template used it), no third-party origin.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
-        "script-src": ["'self'", "'nonce'"],
+        "script-src": ["'self'", NONCE],
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:"],
         "font-src": ["'self'"],

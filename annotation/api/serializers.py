@@ -1,0 +1,432 @@
+"""Serializers of API v1: explicit fields only, so that no model field leaks by accident.
+
+Validation of project settings mirrors the database's check constraints, so that a bad
+PATCH answers 400 with the field named instead of a 500 from an IntegrityError.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import build_choice_description_list
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from annotation.importers import FORMATS, format_options
+from annotation.models import (
+    MAX_RESPONSES_PER_TASK,
+    Assignment,
+    AssignmentState,
+    ImportJob,
+    ImportJobState,
+    Judgement,
+    Membership,
+    Project,
+    ProjectKind,
+    Prompt,
+    Response,
+    Role,
+    Task,
+    TaskState,
+)
+
+# Columns the database stores as 32-bit integers; larger values would be a 500 on PostgreSQL.
+_INT32_MAX = 2**31 - 1
+
+_MESSAGES_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["role", "content"],
+    },
+}
+_TIERS_SCHEMA = {
+    "type": "array",
+    "items": {"type": "array", "items": {"type": "integer"}},
+    "description": "Tiers of response ids, best first; ids in one tier are tied.",
+    "example": [[3], [1, 2]],
+}
+
+
+@extend_schema_field(_MESSAGES_SCHEMA)
+class MessagesField(serializers.JSONField):
+    """A conversation, passed through as stored (``[{role, content}, ...]``)."""
+
+
+@extend_schema_field(_TIERS_SCHEMA)
+class TiersField(serializers.JSONField):
+    """Shape and content are checked by the queue service, so all ranking errors share one code."""
+
+
+class NamedChoiceField(serializers.ChoiceField):
+    """A choice field whose enum is a schema component with a name of our choosing.
+
+    Tasks, assignments and import jobs each have a ``state`` with its own choices; left to
+    itself, drf-spectacular cannot name the three enums apart and warns.
+    """
+
+    def __init__(self, *, enum_name: str, **kwargs: Any) -> None:
+        self.enum_name = enum_name
+        super().__init__(**kwargs)
+
+
+class NamedChoiceFieldExtension(OpenApiSerializerFieldExtension):
+    target_class = NamedChoiceField
+
+    def get_name(self) -> str:
+        return self.target.enum_name
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "enum": list(self.target.choices),
+            "description": build_choice_description_list(self.target.choices.items()),
+        }
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of a refusal from the work queue (400, 403, 409)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="invalid, invalid_ranking, not_allowed, lease_lost or already_finished")
+    field = serializers.CharField(allow_null=True, help_text="The request field at fault, if any.")
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+# --- projects -------------------------------------------------------------------------------
+
+
+class ProjectProgressSerializer(serializers.Serializer):
+    """Counts annotated onto the project queryset (see ``views.projects_for``)."""
+
+    tasks = serializers.IntegerField(source="n_tasks", read_only=True)
+    tasks_open = serializers.IntegerField(source="n_tasks_open", read_only=True)
+    tasks_complete = serializers.IntegerField(source="n_tasks_complete", read_only=True)
+    judgements = serializers.IntegerField(source="n_judgements", read_only=True, help_text="On all tasks.")
+    my_judgements = serializers.IntegerField(source="n_my_judgements", read_only=True, help_text="The caller's own.")
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    role = serializers.ChoiceField(
+        source="caller_role", choices=Role.choices, read_only=True, help_text="The caller's role."
+    )
+    progress = ProjectProgressSerializer(source="*", read_only=True)
+    kind = serializers.ChoiceField(choices=ProjectKind.choices, required=False)
+    responses_per_task = serializers.IntegerField(
+        min_value=2, max_value=MAX_RESPONSES_PER_TASK, required=False, help_text="K; always 2 for pairwise projects."
+    )
+    annotations_per_task = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    lease_seconds = serializers.IntegerField(min_value=30, max_value=_INT32_MAX, required=False)
+    agreement_threshold = serializers.FloatField(min_value=0.5, max_value=1.0, required=False)
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "responses_per_task",
+            "annotations_per_task",
+            "allow_ties",
+            "allow_skip",
+            "lease_seconds",
+            "agreement_threshold",
+            "guidelines",
+            "created_at",
+            "updated_at",
+            "role",
+            "progress",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        instance: Project | None = self.instance
+        kind = attrs.get("kind", instance.kind if instance else ProjectKind.PAIRWISE)
+        k = attrs.get("responses_per_task", instance.responses_per_task if instance else 2)
+        if kind == ProjectKind.PAIRWISE and k != 2:
+            raise serializers.ValidationError({"responses_per_task": "A pairwise project has exactly 2 responses."})
+        if instance is not None and ("kind" in attrs or "responses_per_task" in attrs):
+            self._check_existing_tasks(instance, kind=kind, k=k)
+        return attrs
+
+    @staticmethod
+    def _check_existing_tasks(project: Project, *, kind: str, k: int) -> None:
+        # Tasks already imported keep their responses: the settings may not contradict them.
+        widest = project.tasks.order_by("-num_responses").values_list("num_responses", flat=True).first()
+        if widest is None:
+            return
+        if kind != project.kind:
+            raise serializers.ValidationError({"kind": "The kind cannot change once the project has tasks."})
+        if k < widest:
+            raise serializers.ValidationError(
+                {"responses_per_task": f"The project already has tasks with {widest} responses."}
+            )
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["user_id", "username", "role", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class MembershipCreateSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.ANNOTATOR)
+
+    def validate_username(self, value: str) -> Any:
+        user = get_user_model().objects.filter(username=value, is_active=True).first()
+        if user is None:
+            raise serializers.ValidationError("No active user has this username.")
+        project: Project = self.context["project"]
+        if Membership.objects.filter(project=project, user=user).exists():
+            raise serializers.ValidationError("This user is already a member of the project.")
+        return user
+
+
+class MembershipUpdateSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+# --- work queue -----------------------------------------------------------------------------
+
+
+class ResponseTextSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Response
+        fields = ["id", "text"]
+
+
+class ClaimedPromptSerializer(serializers.Serializer):
+    messages = MessagesField()
+
+
+class ClaimedAssignmentSerializer(serializers.Serializer):
+    """A leased task with everything needed to show it: the prompt and the responses, in display order."""
+
+    id = serializers.IntegerField()
+    task_id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    resumed = serializers.BooleanField(help_text="True when this is the caller's own live lease, handed back.")
+    display_order = serializers.ListField(child=serializers.IntegerField(), help_text="Response ids, as shown.")
+    prompt = ClaimedPromptSerializer()
+    responses = ResponseTextSerializer(many=True, help_text="In display order.")
+
+
+class ClaimSerializer(serializers.Serializer):
+    assignment = ClaimedAssignmentSerializer()
+
+
+class SubmitSerializer(serializers.Serializer):
+    ranking = TiersField()
+    client_token = serializers.UUIDField(help_text="Makes the submit idempotent: a retry returns the same judgement.")
+    confidence = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=20_000)
+    time_taken_ms = serializers.IntegerField(min_value=0, max_value=_INT32_MAX, required=False, allow_null=True)
+
+
+class SkipSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    task_id = serializers.IntegerField(read_only=True)
+    state = NamedChoiceField(enum_name="AssignmentStateEnum", choices=AssignmentState.choices, read_only=True)
+
+    class Meta:
+        model = Assignment
+        fields = ["id", "task_id", "state", "leased_at", "expires_at", "finished_at", "skip_reason"]
+        read_only_fields = fields
+
+
+class JudgementSerializer(serializers.ModelSerializer):
+    task_id = serializers.IntegerField(read_only=True)
+    assignment_id = serializers.IntegerField(read_only=True, allow_null=True)
+    annotator_id = serializers.IntegerField(read_only=True)
+    annotator = serializers.CharField(source="annotator.username", read_only=True)
+    ranking = TiersField(source="tiers", read_only=True)
+
+    class Meta:
+        model = Judgement
+        fields = [
+            "id",
+            "task_id",
+            "assignment_id",
+            "annotator_id",
+            "annotator",
+            "ranking",
+            "confidence",
+            "rationale",
+            "time_taken_ms",
+            "client_token",
+            "source",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class JudgementFilterSerializer(serializers.Serializer):
+    annotator = serializers.IntegerField(required=False, min_value=1, help_text="User id.")
+    task = serializers.IntegerField(required=False, min_value=1, help_text="Task id.")
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+class TaskFilterSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=TaskState.choices, required=False)
+    source = serializers.CharField(required=False, max_length=200)
+    rl_round = serializers.IntegerField(required=False, min_value=0, max_value=_INT32_MAX)
+    min_judgements = serializers.IntegerField(required=False, min_value=0, max_value=_INT32_MAX)
+    max_judgements = serializers.IntegerField(required=False, min_value=0, max_value=_INT32_MAX)
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    """What every member may see of a task. Gold status stays hidden from annotators."""
+
+    prompt_id = serializers.IntegerField(read_only=True)
+    state = NamedChoiceField(enum_name="TaskStateEnum", choices=TaskState.choices, read_only=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id",
+            "prompt_id",
+            "state",
+            "source",
+            "rl_round",
+            "priority",
+            "num_responses",
+            "required_annotations",
+            "judgement_count",
+            "created_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    messages = MessagesField(read_only=True)
+
+    class Meta:
+        model = Prompt
+        fields = ["id", "external_id", "messages"]
+        read_only_fields = fields
+
+
+class TaskDetailSerializer(TaskSerializer):
+    """An annotator's view: the prompt and the responses, blind to where they came from."""
+
+    prompt = PromptSerializer(read_only=True)
+    responses = ResponseTextSerializer(source="ordered_responses", many=True, read_only=True)
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "prompt", "responses"]
+        read_only_fields = fields
+
+
+class ResponseDetailSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Response
+        fields = ["id", "text", "source", "external_id", "metadata"]
+        read_only_fields = fields
+
+
+class TaskManagerDetailSerializer(TaskDetailSerializer):
+    """A manager's view adds the responses' origin, gold status and every judgement."""
+
+    responses = ResponseDetailSerializer(source="ordered_responses", many=True, read_only=True)
+    gold_tiers = TiersField(read_only=True, allow_null=True)
+    judgements = JudgementSerializer(source="visible_judgements", many=True, read_only=True)
+
+    class Meta(TaskDetailSerializer.Meta):
+        fields = [*TaskDetailSerializer.Meta.fields, "is_gold", "gold_tiers", "metadata", "judgements"]
+        read_only_fields = fields
+
+
+# --- imports --------------------------------------------------------------------------------
+
+
+class ImportErrorSerializer(serializers.Serializer):
+    file = serializers.CharField(allow_null=True)
+    line = serializers.IntegerField(allow_null=True)
+    field = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    errors = ImportErrorSerializer(many=True, read_only=True)
+    summary = serializers.DictField(read_only=True)
+    options = serializers.DictField(read_only=True)
+    state = NamedChoiceField(enum_name="ImportJobStateEnum", choices=ImportJobState.choices, read_only=True)
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "format",
+            "options",
+            "file_name",
+            "state",
+            "progress",
+            "summary",
+            "errors",
+            "attempts",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class ImportCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=False)
+    format = serializers.ChoiceField(choices=sorted(FORMATS.items()))
+    options = serializers.CharField(
+        required=False, default="{}", help_text='Importer options as a JSON object, e.g. {"empty_responses": "skip"}.'
+    )
+
+    def validate_options(self, value: str) -> dict[str, Any]:
+        try:
+            options = json.loads(value or "{}")
+        except json.JSONDecodeError as exc:
+            raise serializers.ValidationError(f"Not valid JSON: {exc.msg} at character {exc.pos}.")
+        if not isinstance(options, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return options
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Path options name files on the server: a web client must not point the importer
+        # at the server's file system.
+        paths = {option["name"] for option in format_options(attrs["format"]) if option["kind"] == "path"}
+        refused = sorted(paths & set(attrs["options"]))
+        if refused:
+            raise serializers.ValidationError(
+                {"options": [f"{', '.join(refused)}: file paths on the server cannot be set through the API."]}
+            )
+        return attrs
+
+    def validate_file(self, value: Any) -> Any:
+        limit = settings.ARPAD_IMPORT_MAX_BYTES
+        if value.size > limit:
+            raise serializers.ValidationError(f"The file is larger than the import limit of {limit} bytes.")
+        return value

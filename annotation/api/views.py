@@ -1,0 +1,475 @@
+"""API v1 views. Short on purpose: the queue's rules live in ``annotation.services``.
+
+Every queryset starts from what the caller may see (``visible_to``, or the project the
+permission check already resolved for them), so a forgotten filter cannot leak rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property, partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
+from rest_framework import generics, serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from annotation.api import serializers as s
+from annotation.api.permissions import (
+    CanCreateProjects,
+    IsProjectManager,
+    IsProjectManagerOrReadOnly,
+    IsProjectMember,
+    project_for_caller,
+)
+from annotation.import_jobs import import_job_create, import_job_fail
+from annotation.models import (
+    Assignment,
+    ImportJob,
+    Judgement,
+    Membership,
+    Project,
+    Prompt,
+    Role,
+    Task,
+    TaskState,
+)
+from annotation.models import Response as ResponseModel
+from annotation.services import QueueError, assignment_claim_next, assignment_skip, judgement_submit
+from annotation.tasks import run_import_job
+
+logger = logging.getLogger(__name__)
+
+_QUEUE_ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Refused: code invalid or invalid_ranking, with field."),
+    403: OpenApiResponse(s.ErrorSerializer, description="Refused: code not_allowed."),
+    404: OpenApiResponse(description="Not your assignment."),
+    409: OpenApiResponse(s.ErrorSerializer, description="Refused: code lease_lost or already_finished."),
+}
+
+
+class QueueErrorMixin:
+    """Answers the queue services' refusals as ``{detail, code, field}`` with their status."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, QueueError):
+            return Response({"detail": exc.message, "code": exc.code, "field": exc.field}, status=exc.status)
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class ProjectScopedMixin:
+    """For views under ``/projects/{project_id}/``: the project, resolved once per request."""
+
+    kwargs: dict[str, Any]
+    request: Request
+
+    @cached_property
+    def project(self) -> Project:
+        return project_for_caller(self.request.user, self.kwargs["project_id"])
+
+    def is_schema_request(self) -> bool:
+        return getattr(self, "swagger_fake_view", False)
+
+
+def projects_with_progress(user: Any) -> QuerySet[Project]:
+    """The caller's projects with their role and progress counts, one row per project."""
+    if not user.is_authenticated:
+        return Project.objects.none()
+    tasks = Task.objects.filter(project=OuterRef("pk")).order_by().values("project")
+    mine = Judgement.objects.filter(task__project=OuterRef("pk"), annotator=user).order_by().values("task__project")
+
+    def total(qs: QuerySet, aggregate: Any) -> Coalesce:
+        return Coalesce(Subquery(qs.annotate(n=aggregate).values("n")), Value(0))
+
+    return Project.objects.visible_to(user).annotate(
+        caller_role=F("memberships__role"),
+        n_tasks=total(tasks, Count("pk")),
+        n_tasks_open=total(tasks.filter(state=TaskState.OPEN), Count("pk")),
+        n_tasks_complete=total(tasks.filter(state=TaskState.COMPLETE), Count("pk")),
+        n_judgements=total(tasks, Sum("judgement_count")),
+        n_my_judgements=total(mine, Count("pk")),
+    )
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+class TokenThrottle(AnonRateThrottle):
+    """Password guessing is limited per client address."""
+
+
+@extend_schema(request=AuthTokenSerializer, responses={200: s.TokenSerializer}, auth=[])
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for an API token (``Authorization: Token <key>``)."""
+
+    # Credentials are in the body: no session, hence no CSRF, and everyone is throttled.
+    authentication_classes = ()
+    throttle_classes = (TokenThrottle,)
+
+
+# --- projects -------------------------------------------------------------------------------
+
+
+class ProjectListView(generics.ListCreateAPIView):
+    """Your projects, with your role and progress. Staff (or ``annotation.add_project``) create them."""
+
+    serializer_class = s.ProjectSerializer
+    permission_classes = [IsAuthenticated, CanCreateProjects]
+
+    def get_queryset(self) -> QuerySet[Project]:
+        return projects_with_progress(self.request.user)
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            project = serializer.save(created_by=request.user)
+            Membership.objects.create(project=project, user=request.user, role=Role.MANAGER)
+        data = self.get_serializer(self.get_queryset().get(pk=project.pk)).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailView(ProjectScopedMixin, generics.RetrieveUpdateDestroyAPIView):
+    """A project: every member reads it; managers change or delete it."""
+
+    serializer_class = s.ProjectSerializer
+    permission_classes = [IsAuthenticated, IsProjectManagerOrReadOnly]
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Project]:
+        return projects_with_progress(self.request.user)
+
+    def get_object(self) -> Project:
+        return get_object_or_404(self.get_queryset(), pk=self.project.pk)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(self.project, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def perform_destroy(self, instance: Project) -> None:
+        instance.delete()
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+class MemberListView(ProjectScopedMixin, generics.ListCreateAPIView):
+    """The project's members (managers only); add an existing user by username."""
+
+    # Annotators get 403: who else works on the project is none of their business.
+
+    serializer_class = s.MembershipSerializer
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    def get_queryset(self) -> QuerySet[Membership]:
+        if self.is_schema_request():
+            return Membership.objects.none()
+        return Membership.objects.filter(project=self.project).select_related("user")
+
+    @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.MembershipCreateSerializer(data=request.data, context={"project": self.project})
+        incoming.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                membership = Membership.objects.create(
+                    project=self.project, user=incoming.validated_data["username"], role=incoming.validated_data["role"]
+                )
+        except IntegrityError:
+            # Added by a concurrent request between the check and the insert.
+            raise serializers.ValidationError({"username": ["This user is already a member of the project."]})
+        return Response(s.MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(ProjectScopedMixin, generics.GenericAPIView):
+    """Change a member's role or remove them (managers only); a project keeps at least one manager."""
+
+    serializer_class = s.MembershipSerializer
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    def get_queryset(self) -> QuerySet[Membership]:
+        if self.is_schema_request():
+            return Membership.objects.none()
+        return Membership.objects.filter(project=self.project).select_related("user")
+
+    def get_object(self) -> Membership:
+        return get_object_or_404(self.get_queryset(), user_id=self.kwargs["user_id"])
+
+    @extend_schema(request=s.MembershipUpdateSerializer, responses={200: s.MembershipSerializer})
+    def patch(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.MembershipUpdateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        with transaction.atomic():
+            membership = self._locked_membership()
+            role = incoming.validated_data["role"]
+            if role != Role.MANAGER:
+                self._keep_a_manager(membership, field="role")
+            membership.role = role
+            membership.save(update_fields=["role"])
+        return Response(s.MembershipSerializer(membership).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with transaction.atomic():
+            membership = self._locked_membership()
+            self._keep_a_manager(membership, field="user_id")
+            membership.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _locked_membership(self) -> Membership:
+        # Membership changes of one project queue on the project row, so that two managers
+        # demoting each other at the same moment cannot leave the project without one.
+        list(Project.objects.select_for_update().filter(pk=self.project.pk).values_list("pk", flat=True))
+        return self.get_object()
+
+    @staticmethod
+    def _keep_a_manager(membership: Membership, *, field: str) -> None:
+        if membership.role != Role.MANAGER:
+            return
+        others = Membership.objects.filter(project_id=membership.project_id, role=Role.MANAGER).exclude(
+            pk=membership.pk
+        )
+        if not others.exists():
+            raise serializers.ValidationError({field: ["A project must keep at least one manager."]})
+
+
+# --- work queue -----------------------------------------------------------------------------
+
+
+class ClaimView(QueueErrorMixin, ProjectScopedMixin, APIView):
+    """Lease the next task: 200 with the assignment, 204 when no work is left for you.
+
+    Your own live lease, if you hold one, is handed back first (``resumed``: true).
+    """
+
+    # Hot path: the permission check, the claim service, and two queries for the texts.
+
+    permission_classes = [IsAuthenticated, IsProjectMember]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.ClaimSerializer,
+            204: OpenApiResponse(description="No work left for you in this project."),
+            403: OpenApiResponse(s.ErrorSerializer),
+        },
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        claim = assignment_claim_next(project=self.project, annotator=request.user)
+        if claim is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        assignment = claim.assignment
+        order: list[int] = assignment.display_order
+        texts = dict(ResponseModel.objects.filter(pk__in=order).values_list("pk", "text"))
+        messages = Prompt.objects.filter(pk=assignment.task.prompt_id).values_list("messages", flat=True).get()
+        payload = {
+            "id": assignment.pk,
+            "task_id": assignment.task_id,
+            "expires_at": assignment.expires_at,
+            "resumed": claim.resumed,
+            "display_order": order,
+            "prompt": {"messages": messages},
+            "responses": [{"id": rid, "text": texts[rid]} for rid in order],
+        }
+        return Response(s.ClaimSerializer({"assignment": payload}).data)
+
+
+def own_assignment(user: Any, assignment_id: int) -> Assignment:
+    """The caller's own assignment in a project they still belong to; 404 for anybody else's."""
+    mine = Assignment.objects.filter(annotator=user, project__memberships__user=user).only("pk", "task_id")
+    return get_object_or_404(mine, pk=assignment_id)
+
+
+class SubmitView(QueueErrorMixin, APIView):
+    """Submit your ranking: 201 with the judgement; a retry with the same client_token answers 200."""
+
+    # Hot path: one lookup, then the submit service.
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=s.SubmitSerializer,
+        responses={
+            201: OpenApiResponse(s.JudgementSerializer, description="Recorded."),
+            200: OpenApiResponse(s.JudgementSerializer, description="A retry: the judgement recorded before."),
+            **_QUEUE_ERRORS,
+        },
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = own_assignment(request.user, assignment_id)
+        incoming = s.SubmitSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        submission = judgement_submit(assignment=assignment, **incoming.validated_data)
+        judgement = submission.judgement
+        judgement.annotator = request.user  # it is the caller's: no query for the username
+        code = status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK
+        return Response(s.JudgementSerializer(judgement).data, status=code)
+
+
+class SkipView(QueueErrorMixin, APIView):
+    """Give your task back with a reason; it will not be offered to you again."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=s.SkipSerializer, responses={200: s.AssignmentSerializer, **_QUEUE_ERRORS})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = own_assignment(request.user, assignment_id)
+        incoming = s.SkipSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        skipped = assignment_skip(assignment=assignment, reason=incoming.validated_data["reason"])
+        return Response(s.AssignmentSerializer(skipped).data)
+
+
+# --- tasks and judgements -------------------------------------------------------------------
+
+
+@extend_schema_view(get=extend_schema(parameters=[s.TaskFilterSerializer]))
+class TaskListView(ProjectScopedMixin, generics.ListAPIView):
+    """Managers see every task; annotators the tasks they were given."""
+
+    serializer_class = s.TaskSerializer
+    permission_classes = [IsAuthenticated, IsProjectMember]
+
+    def get_queryset(self) -> QuerySet[Task]:
+        if self.is_schema_request():
+            return Task.objects.none()
+        filters = s.TaskFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        wanted = filters.validated_data
+        qs = Task.objects.visible_to(self.request.user).filter(project=self.project)
+        if "state" in wanted:
+            qs = qs.filter(state=wanted["state"])
+        if "source" in wanted:
+            qs = qs.filter(source=wanted["source"])
+        if "rl_round" in wanted:
+            qs = qs.filter(rl_round=wanted["rl_round"])
+        if "min_judgements" in wanted:
+            qs = qs.filter(judgement_count__gte=wanted["min_judgements"])
+        if "max_judgements" in wanted:
+            qs = qs.filter(judgement_count__lte=wanted["max_judgements"])
+        return qs
+
+
+@extend_schema_view(
+    get=extend_schema(
+        responses=PolymorphicProxySerializer(
+            component_name="TaskDetailForRole",
+            serializers=[s.TaskManagerDetailSerializer, s.TaskDetailSerializer],
+            resource_type_field_name=None,
+        )
+    )
+)
+class TaskDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
+    """A task with its prompt and responses; managers also see its origin, gold answer and judgements."""
+
+    permission_classes = [IsAuthenticated, IsProjectMember]
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        if not self.is_schema_request() and self.project.caller_role == Role.MANAGER:
+            return s.TaskManagerDetailSerializer
+        return s.TaskDetailSerializer
+
+    def get_queryset(self) -> QuerySet[Task]:
+        if self.is_schema_request():
+            return Task.objects.none()
+        return Task.objects.visible_to(self.request.user).filter(project=self.project).select_related("prompt")
+
+    def get_object(self) -> Task:
+        task = get_object_or_404(self.get_queryset(), pk=self.kwargs["task_id"])
+        links = task.task_responses.select_related("response").order_by("position")
+        task.ordered_responses = [link.response for link in links]
+        if self.project.caller_role == Role.MANAGER:
+            task.visible_judgements = list(
+                Judgement.objects.visible_to(self.request.user).filter(task=task).select_related("annotator")
+            )
+        return task
+
+
+@extend_schema_view(get=extend_schema(parameters=[s.JudgementFilterSerializer]))
+class JudgementListView(ProjectScopedMixin, generics.ListAPIView):
+    """Managers see every judgement of the project; annotators their own."""
+
+    serializer_class = s.JudgementSerializer
+    permission_classes = [IsAuthenticated, IsProjectMember]
+
+    def get_queryset(self) -> QuerySet[Judgement]:
+        if self.is_schema_request():
+            return Judgement.objects.none()
+        filters = s.JudgementFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        wanted = filters.validated_data
+        qs = Judgement.objects.visible_to(self.request.user).filter(task__project=self.project)
+        if "annotator" in wanted:
+            qs = qs.filter(annotator_id=wanted["annotator"])
+        if "task" in wanted:
+            qs = qs.filter(task_id=wanted["task"])
+        return qs.select_related("annotator")
+
+
+# --- imports --------------------------------------------------------------------------------
+
+
+def enqueue_import(job_id: int) -> None:
+    """Send the job to a worker; if the broker is unreachable, say so on the job."""
+    try:
+        run_import_job.delay(job_id=job_id)
+    except Exception as exc:
+        logger.exception("could not queue import job %s", job_id)
+        message = f"could not reach the task queue ({type(exc).__name__}); upload the file again later"
+        import_job_fail(job_id=job_id, errors=[{"file": None, "line": None, "field": None, "message": message}])
+
+
+class ImportListView(ProjectScopedMixin, generics.ListCreateAPIView):
+    """Import jobs of the project (managers only). Upload a file to start one: 202, run by a worker."""
+
+    serializer_class = s.ImportJobSerializer
+    permission_classes = [IsAuthenticated, IsProjectManager]
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self) -> QuerySet[ImportJob]:
+        if self.is_schema_request():
+            return ImportJob.objects.none()
+        return ImportJob.objects.filter(project=self.project).select_related("created_by")
+
+    @extend_schema(request=s.ImportCreateSerializer, responses={202: s.ImportJobSerializer})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.ImportCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        job = import_job_create(
+            project=self.project,
+            user=request.user,
+            uploaded_file=incoming.validated_data["file"],
+            format=incoming.validated_data["format"],
+            options=incoming.validated_data["options"],
+        )
+        # After commit: a worker must never look for a row that is not there yet.
+        transaction.on_commit(partial(enqueue_import, job.pk))
+        return Response(s.ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
+    """One import job: state, progress, summary and errors (file, line, field, message)."""
+
+    serializer_class = s.ImportJobSerializer
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    def get_queryset(self) -> QuerySet[ImportJob]:
+        if self.is_schema_request():
+            return ImportJob.objects.none()
+        return ImportJob.objects.filter(project=self.project).select_related("created_by")
+
+    def get_object(self) -> ImportJob:
+        return get_object_or_404(self.get_queryset(), pk=self.kwargs["job_id"])
