@@ -22,7 +22,7 @@ from datetime import timedelta
 from itertools import combinations
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -32,6 +32,7 @@ from annotation.models import (
     AssignmentState,
     Judgement,
     JudgementSource,
+    Membership,
     PairVote,
     Project,
     Role,
@@ -167,10 +168,19 @@ def _write_pair_votes(judgement: Judgement, *, display_order: list[int] | None) 
     )
 
 
-def _require_annotating_member(project: Project, user: Any) -> None:
-    role = project.role_of(user)
+def _lock_membership_role(project: Project, user: Any) -> str:
+    """Return the user's role in the project, locking their membership row.
+
+    The lock serialises one annotator's concurrent claims (a double click, two tabs), so
+    they cannot lease two tasks at once, and doubles as the permission check.
+    """
+    qs = Membership.objects.filter(project=project, user=user)
+    if connection.features.has_select_for_update:
+        qs = qs.select_for_update()
+    role = qs.values_list("role", flat=True).first()
     if role not in (Role.ANNOTATOR, Role.MANAGER):
         raise NotAllowed("you are not a member of this project")
+    return role
 
 
 # --- claim --------------------------------------------------------------------------------
@@ -182,7 +192,7 @@ class Claim:
     resumed: bool  # True when the annotator's own live lease was handed back
 
 
-def _candidate_ids(*, project: Project, annotator: Any, now: Any, exclude: list[int]) -> list[int]:
+def _candidates(*, project: Project, annotator: Any, now: Any, exclude: list[int]) -> list[Task]:
     own = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
     live = (
         Assignment.objects.filter(task=OuterRef("pk"), state=AssignmentState.LEASED, expires_at__gt=now)
@@ -200,10 +210,10 @@ def _candidate_ids(*, project: Project, annotator: Any, now: Any, exclude: list[
         .order_by("-priority", "-judgement_count", "id")
     )
     if _supports_skip_locked():
-        # Lock only the task rows (not the joined tables); skip rows another claimer holds.
-        qs = qs.select_for_update(skip_locked=True, of=("self",))
-        return list(qs.values_list("pk", flat=True)[:1])
-    return list(qs.values_list("pk", flat=True)[:_CLAIM_CANDIDATES])
+        # Lock the task row, skipping rows another claimer holds. A row locked by FOR
+        # UPDATE is returned in its newest committed version, so its counters are current.
+        return list(qs.select_for_update(skip_locked=True, of=("self",))[:1])
+    return list(qs[:_CLAIM_CANDIDATES])
 
 
 @transaction.atomic
@@ -214,7 +224,7 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
     partly annotated tasks before fresh ones; then the oldest. A task is never leased
     to more annotators than it still needs, and never twice to one person.
     """
-    _require_annotating_member(project, annotator)
+    _lock_membership_role(project, annotator)
     now = timezone.now()
     own = (
         Assignment.objects.filter(
@@ -231,36 +241,28 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
     # Each round excludes what the previous rounds rejected, so this ends: either a task
     # is leased or the candidate query comes back empty ("no work left for you").
     while True:
-        candidates = _candidate_ids(project=project, annotator=annotator, now=now, exclude=rejected)
+        candidates = _candidates(project=project, annotator=annotator, now=now, exclude=rejected)
         if not candidates:
             return None
-        for task_id in candidates:
-            task = _lock_task(task_id)
-            # Re-check under the lock with a fresh statement: a concurrent claimer may
-            # have filled the task between our candidate query and the lock.
-            if task.state != TaskState.OPEN or _free_slots(task, now=now) <= 0:
-                rejected.append(task_id)
-                continue
-            if Assignment.objects.filter(task=task, annotator=annotator).exists():
-                rejected.append(task_id)
+        for task in candidates:
+            # Re-count live leases with a fresh statement now that the row is locked: a
+            # concurrent claimer may have filled the task after our candidate query's
+            # snapshot was taken. (That this annotator has no assignment on it yet was
+            # settled by the candidate query: their own claims are serialised by the
+            # membership lock.)
+            if _free_slots(task, now=now) <= 0:
+                rejected.append(task.pk)
                 continue
             order = task.response_ids()
             (rng or random).shuffle(order)
-            try:
-                with transaction.atomic():
-                    assignment = Assignment.objects.create(
-                        task=task,
-                        project=project,
-                        annotator=annotator,
-                        display_order=order,
-                        leased_at=now,
-                        expires_at=now + timedelta(seconds=project.lease_seconds),
-                    )
-            except IntegrityError:
-                # The same annotator claimed this task in a parallel request.
-                rejected.append(task_id)
-                continue
-            assignment.task = task
+            assignment = Assignment.objects.create(
+                task=task,
+                project=project,
+                annotator=annotator,
+                display_order=order,
+                leased_at=now,
+                expires_at=now + timedelta(seconds=project.lease_seconds),
+            )
             return Claim(assignment=assignment, resumed=False)
 
 
@@ -297,6 +299,7 @@ def judgement_submit(
     with transaction.atomic():
         outcome = _submit_under_lock(
             assignment_id=assignment.pk,
+            task_id=assignment.task_id,
             ranking=ranking,
             token=token,
             confidence=confidence,
@@ -312,22 +315,23 @@ def judgement_submit(
 def _submit_under_lock(
     *,
     assignment_id: int,
+    task_id: int,
     ranking: Any,
     token: uuid.UUID,
     confidence: int | None,
     rationale: str,
     time_taken_ms: int | None,
 ) -> Submission | QueueError:
-    assignment = Assignment.objects.get(pk=assignment_id)
-    task = _lock_task(assignment.task_id)
+    task = _lock_task(task_id)
     # Everything below is read after the task lock, so a concurrent duplicate of this
-    # request sees the judgement the first one committed.
+    # request sees the judgement the first one committed, and the assignment's state as
+    # the last writer left it.
+    assignment = Assignment.objects.select_related("project").get(pk=assignment_id)
     previous = Judgement.objects.filter(annotator_id=assignment.annotator_id, client_token=token).first()
     if previous is not None:
         if previous.assignment_id != assignment_id:
             raise QueueError("this client token was already used for another task", field="client_token")
         return Submission(judgement=previous, created=False)
-    assignment = Assignment.objects.select_related("project").get(pk=assignment_id)
     project = assignment.project
     if assignment.state == AssignmentState.SUBMITTED:
         raise AlreadyFinished("this task was already submitted")

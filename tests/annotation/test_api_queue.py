@@ -251,9 +251,9 @@ class TestSkip:
 # K, which is what an N+1 over the responses would do. Inside the test's transaction every
 # atomic block of the services is a savepoint (2 queries) that production does not pay.
 
-CLAIM_NEW_MAX = 16  # 14 outside a test transaction
+CLAIM_NEW_MAX = 12  # 10 outside a test transaction
 CLAIM_RESUMED_MAX = 8  # 6
-SUBMIT_MAX = 13  # 11
+SUBMIT_MAX = 12  # 10
 SUBMIT_RETRY_MAX = 7  # 5
 
 
