@@ -179,6 +179,18 @@ class TaskQuerySet(models.QuerySet["Task"]):
         own = Q(assignments__annotator=user, project__memberships__user=user)
         return self.filter(managed | own).distinct()
 
+    def visible_in(self, project: Project, *, user: Any, role: str | None) -> TaskQuerySet:
+        """``visible_to`` for one project whose role the caller already resolved.
+
+        No DISTINCT: a manager's filter is the project alone, and an annotator has at most
+        one assignment per task. Pages of a large project stay cheap.
+        """
+        if role == Role.MANAGER:
+            return self.filter(project=project)
+        if role == Role.ANNOTATOR:
+            return self.filter(project=project, assignments__annotator=user)
+        return self.none()
+
 
 class Task(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
@@ -326,6 +338,14 @@ class JudgementQuerySet(models.QuerySet["Judgement"]):
         managed = Q(task__project__memberships__user=user, task__project__memberships__role=Role.MANAGER)
         own = Q(annotator=user, task__project__memberships__user=user)
         return self.filter(managed | own).distinct()
+
+    def visible_in(self, project: Project, *, user: Any, role: str | None) -> JudgementQuerySet:
+        """``visible_to`` for one project whose role the caller already resolved (no DISTINCT)."""
+        if role == Role.MANAGER:
+            return self.filter(task__project=project)
+        if role == Role.ANNOTATOR:
+            return self.filter(task__project=project, annotator=user)
+        return self.none()
 
 
 class Judgement(models.Model):

@@ -349,7 +349,7 @@ class TaskListView(ProjectScopedMixin, generics.ListAPIView):
         filters = s.TaskFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = filters.validated_data
-        qs = Task.objects.visible_to(self.request.user).filter(project=self.project)
+        qs = Task.objects.visible_in(self.project, user=self.request.user, role=self.project.caller_role)
         if "state" in wanted:
             qs = qs.filter(state=wanted["state"])
         if "source" in wanted:
@@ -385,7 +385,9 @@ class TaskDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
     def get_queryset(self) -> QuerySet[Task]:
         if self.is_schema_request():
             return Task.objects.none()
-        return Task.objects.visible_to(self.request.user).filter(project=self.project).select_related("prompt")
+        return Task.objects.visible_in(
+            self.project, user=self.request.user, role=self.project.caller_role
+        ).select_related("prompt")
 
     def get_object(self) -> Task:
         task = get_object_or_404(self.get_queryset(), pk=self.kwargs["task_id"])
@@ -393,7 +395,9 @@ class TaskDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
         task.ordered_responses = [link.response for link in links]
         if self.project.caller_role == Role.MANAGER:
             task.visible_judgements = list(
-                Judgement.objects.visible_to(self.request.user).filter(task=task).select_related("annotator")
+                Judgement.objects.visible_in(self.project, user=self.request.user, role=self.project.caller_role)
+                .filter(task=task)
+                .select_related("annotator")
             )
         return task
 
@@ -411,7 +415,7 @@ class JudgementListView(ProjectScopedMixin, generics.ListAPIView):
         filters = s.JudgementFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = filters.validated_data
-        qs = Judgement.objects.visible_to(self.request.user).filter(task__project=self.project)
+        qs = Judgement.objects.visible_in(self.project, user=self.request.user, role=self.project.caller_role)
         if "annotator" in wanted:
             qs = qs.filter(annotator_id=wanted["annotator"])
         if "task" in wanted:
