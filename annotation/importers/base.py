@@ -137,8 +137,8 @@ class ErrorCollector:
 
 @dataclass(frozen=True)
 class Option:
-    """One format option. ``kind`` is "bool", "str", "choice", "path", "username" or "prefix"
-    (of usernames)."""
+    """One format option. ``kind`` is "bool", "int" (at least 1), "str", "choice", "path",
+    "username" or "prefix" (of usernames)."""
 
     name: str
     kind: str
@@ -177,6 +177,15 @@ def resolve_options(
                 resolved[name] = value.strip().lower() in _TRUE
             else:
                 errors.add(None, f"options.{name}", f"must be true or false, not {value!r}")
+        elif option.kind == "int":
+            try:
+                number = int(value) if not isinstance(value, bool) else None
+            except (TypeError, ValueError):
+                number = None
+            if number is None or number < 1 or (isinstance(value, float) and not value.is_integer()):
+                errors.add(None, f"options.{name}", f"must be a whole number of at least 1, not {value!r}")
+            else:
+                resolved[name] = number
         elif option.kind == "choice":
             if value not in option.choices:
                 errors.add(None, f"options.{name}", f"must be one of {', '.join(option.choices)}, not {value!r}")

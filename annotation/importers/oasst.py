@@ -24,6 +24,10 @@ subtree goes with them (its conversation no longer exists). Each one is listed i
 ``summary.skipped`` with its line and message id; if that leaves fewer than two replies
 in a group, the group gives no task. The ranks of the remaining siblings are used as they
 are (their order is still the consensus order).
+
+Options ``lang`` and ``max_trees`` take a slice of a large dump (the full OASST1 trees
+file holds every language): trees of other languages are counted in the notes, and
+reading stops after ``max_trees`` imported trees.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ LABEL = "oasst"
 OPTIONS = [
     Option("import_consensus", "bool", False, "record the consensus ranks as a judgement"),
     Option("annotator", "username", "oasst-consensus", "username for the consensus judgements"),
+    Option("lang", "str", None, "import only trees whose root message has this language code (e.g. en)"),
+    Option("max_trees", "int", None, "stop after this many trees have been imported"),
 ]
 ROLES = {"prompter": "user", "assistant": "assistant"}
 
@@ -177,8 +183,12 @@ class _Tree:
 
 
 def parse(ctx: ImportContext) -> None:
-    partial = unranked = deleted = 0
+    partial = unranked = deleted = other_lang = trees = 0
+    lang, max_trees = ctx.options.get("lang"), ctx.options.get("max_trees")
     for line, text in InputFile(ctx).lines():
+        if max_trees is not None and trees >= max_trees:
+            ctx.summary.notes.append(f"stopped after {max_trees} trees (option max_trees); later lines not read")
+            break
         ctx.records += 1
         with ctx.record(line):
             try:
@@ -196,7 +206,12 @@ def parse(ctx: ImportContext) -> None:
                 ctx.skip(line, f"deleted root message {root['message_id']}: the whole tree")
                 deleted += 1
                 continue
+            if lang is not None and root.get("lang") != lang:
+                # A filter the caller asked for, counted in the notes rather than listed line by line.
+                other_lang += 1
+                continue
             tree.walk(root, "prompt", [])
+            trees += 1
             # Add only after the whole tree was read, so that a bad tree adds nothing.
             for prompt in tree.prompts:
                 ctx.add_prompt(prompt)
@@ -211,3 +226,5 @@ def parse(ctx: ImportContext) -> None:
         ctx.summary.notes.append(f"{unranked} group(s) of replies have no ranks at all: imported as tasks only")
     if deleted:
         ctx.summary.notes.append(f"{deleted} deleted message(s) left out with their replies (see skipped)")
+    if other_lang:
+        ctx.summary.notes.append(f"{other_lang} tree(s) in languages other than {lang!r} left out (option lang)")

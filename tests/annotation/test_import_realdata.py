@@ -10,6 +10,7 @@ has 1,689 votes on 910 (question, model pair) items with one duplicate (lines 99
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -115,6 +116,30 @@ def test_oasst(shared_data):
     for judgement in Judgement.objects.filter(task__project=project)[:50]:
         ranks = {r.pk: r.metadata["oasst_rank"] for r in Response.objects.filter(pk__in=judgement.task.response_ids())}
         assert [ranks[tier[0]] for tier in judgement.tiers] == sorted(ranks.values())
+
+
+def test_oasst_slice_by_language_and_tree_count(shared_data):
+    project = ProjectFactory(kind=ProjectKind.RANKING, responses_per_task=9)
+    path = shared_data / "oasst_en100/en_100_tree.jsonl"
+    first_ten = import_file(project=project, path=path, format="oasst", options={"max_trees": "10"})
+    first_trees = [json.loads(line) for line in path.read_text().splitlines()[:10]]
+
+    def message_ids(node):
+        yield node["message_id"]
+        for reply in node.get("replies", []):
+            yield from message_ids(reply)
+
+    allowed = {mid for tree in first_trees for mid in message_ids(tree["prompt"])}
+    imported = set(Prompt.objects.filter(project=project).values_list("external_id", flat=True))
+    assert 0 < first_ten.tasks < 214 and imported <= allowed
+    assert any("stopped after 10 trees" in note for note in first_ten.notes)
+    other = ProjectFactory(kind=ProjectKind.RANKING, responses_per_task=9)
+    none = import_file(project=other, path=path, format="oasst", options={"lang": "de"})
+    assert none.tasks == 0
+    assert any("100 tree(s) in languages other than 'de'" in note for note in none.notes)
+    with pytest.raises(ImportFailed) as caught:
+        import_file(project=other, path=path, format="oasst", options={"max_trees": 0})
+    assert caught.value.errors[0].field == "options.max_trees"
 
 
 def test_oasst_k_too_large_names_the_messages(shared_data):
