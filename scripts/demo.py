@@ -68,7 +68,13 @@ def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise SystemExit(f"timed out waiting for {url}")
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # `kill` (SIGTERM) stops the demo as cleanly as Ctrl-C: the finally block below runs.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     env = _environment()
     port = env.get("ARPAD_PORT", "8000")
     password = _persistent_secret("demo_password", 12)
