@@ -23,16 +23,14 @@ from itertools import combinations
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from annotation import queue_sql
 from annotation.models import (
     Assignment,
     AssignmentState,
     Judgement,
     JudgementSource,
-    Membership,
     PairVote,
     Project,
     Role,
@@ -174,10 +172,7 @@ def _lock_membership_role(project: Project, user: Any) -> str:
     The lock serialises one annotator's concurrent claims (a double click, two tabs), so
     they cannot lease two tasks at once, and doubles as the permission check.
     """
-    qs = Membership.objects.filter(project=project, user=user)
-    if connection.features.has_select_for_update:
-        qs = qs.select_for_update()
-    role = qs.values_list("role", flat=True).first()
+    role = queue_sql.membership_role_locked(project.pk, user.pk)
     if role not in (Role.ANNOTATOR, Role.MANAGER):
         raise NotAllowed("you are not a member of this project")
     return role
@@ -192,30 +187,6 @@ class Claim:
     resumed: bool  # True when the annotator's own live lease was handed back
 
 
-def _candidates(*, project: Project, annotator: Any, now: Any, exclude: list[int]) -> list[Task]:
-    own = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
-    live = (
-        Assignment.objects.filter(task=OuterRef("pk"), state=AssignmentState.LEASED, expires_at__gt=now)
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    qs = (
-        Task.objects.filter(project=project, state=TaskState.OPEN)
-        .exclude(pk__in=exclude)
-        .filter(~Exists(own))
-        .annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), Value(0)))
-        .filter(judgement_count__lt=F("required_annotations") - F("live"))
-        .order_by("-priority", "-judgement_count", "id")
-    )
-    if _supports_skip_locked():
-        # Lock the task row, skipping rows another claimer holds. A row locked by FOR
-        # UPDATE is returned in its newest committed version, so its counters are current.
-        return list(qs.select_for_update(skip_locked=True, of=("self",))[:1])
-    return list(qs[:_CLAIM_CANDIDATES])
-
-
 @transaction.atomic
 def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Random | None = None) -> Claim | None:
     """Lease the next task of ``project`` to ``annotator``, or return None when none is left.
@@ -226,14 +197,7 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
     """
     _lock_membership_role(project, annotator)
     now = timezone.now()
-    own = (
-        Assignment.objects.filter(
-            project=project, annotator=annotator, state=AssignmentState.LEASED, expires_at__gt=now
-        )
-        .select_related("task")
-        .order_by("leased_at")
-        .first()
-    )
+    own = queue_sql.own_live_assignment(project.pk, annotator.pk, now)
     if own is not None:
         return Claim(assignment=own, resumed=True)
 
@@ -241,22 +205,27 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
     # Each round excludes what the previous rounds rejected, so this ends: either a task
     # is leased or the candidate query comes back empty ("no work left for you").
     while True:
-        candidates = _candidates(project=project, annotator=annotator, now=now, exclude=rejected)
+        # On PostgreSQL: one candidate, its row locked with SKIP LOCKED. A row locked by
+        # FOR UPDATE is returned in its newest committed version, so its counters are
+        # current. On SQLite writers are serialised and a few candidates are read at once.
+        candidates = queue_sql.claim_candidates(
+            project_id=project.pk, user_id=annotator.pk, now=now, exclude=rejected, limit=_CLAIM_CANDIDATES
+        )
         if not candidates:
             return None
-        for task in candidates:
+        for task_id, judgement_count, required in candidates:
             # Re-count live leases with a fresh statement now that the row is locked: a
             # concurrent claimer may have filled the task after our candidate query's
             # snapshot was taken. (That this annotator has no assignment on it yet was
             # settled by the candidate query: their own claims are serialised by the
             # membership lock.)
-            if _free_slots(task, now=now) <= 0:
-                rejected.append(task.pk)
+            if judgement_count + queue_sql.live_lease_count(task_id, now) >= required:
+                rejected.append(task_id)
                 continue
-            order = task.response_ids()
+            order = queue_sql.task_response_ids(task_id)
             (rng or random).shuffle(order)
             assignment = Assignment.objects.create(
-                task=task,
+                task_id=task_id,
                 project=project,
                 annotator=annotator,
                 display_order=order,
@@ -322,37 +291,40 @@ def _submit_under_lock(
     rationale: str,
     time_taken_ms: int | None,
 ) -> Submission | QueueError:
-    task = _lock_task(task_id)
+    task_state, judgement_count, required = queue_sql.lock_task(task_id)
     # Everything below is read after the task lock, so a concurrent duplicate of this
     # request sees the judgement the first one committed, and the assignment's state as
     # the last writer left it.
-    assignment = Assignment.objects.select_related("project").get(pk=assignment_id)
-    previous = Judgement.objects.filter(annotator_id=assignment.annotator_id, client_token=token).first()
+    assignment = queue_sql.assignment_for_submit(assignment_id)
+    previous = queue_sql.judgement_id_for_token(assignment["annotator_id"], token)
     if previous is not None:
-        if previous.assignment_id != assignment_id:
+        judgement_id, previous_assignment = previous
+        if previous_assignment != assignment_id:
             raise QueueError("this client token was already used for another task", field="client_token")
-        return Submission(judgement=previous, created=False)
-    project = assignment.project
-    if assignment.state == AssignmentState.SUBMITTED:
+        return Submission(judgement=Judgement.objects.get(pk=judgement_id), created=False)
+    if assignment["state"] == AssignmentState.SUBMITTED:
         raise AlreadyFinished("this task was already submitted")
-    if assignment.state == AssignmentState.SKIPPED:
+    if assignment["state"] == AssignmentState.SKIPPED:
         raise AlreadyFinished("this task was skipped")
 
-    tiers = validate_tiers(ranking, response_ids=task.response_ids(), allow_ties=project.allow_ties)
+    # The display order recorded at claim time is exactly the task's responses.
+    display_order = assignment["display_order"]
+    tiers = validate_tiers(ranking, response_ids=display_order, allow_ties=assignment["allow_ties"])
 
     now = timezone.now()
-    if not assignment.is_live(now):
+    if not (assignment["state"] == AssignmentState.LEASED and assignment["expires_at"] > now):
         # Late: accept only if the slot it held is still free.
-        if task.state != TaskState.OPEN or _free_slots(task, now=now, exclude_assignment=assignment.pk) <= 0:
-            Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.EXPIRED, finished_at=now)
+        taken = judgement_count + queue_sql.live_lease_count(task_id, now, exclude_assignment=assignment_id)
+        if task_state != TaskState.OPEN or taken >= required:
+            queue_sql.assignment_finish(assignment_id, state=AssignmentState.EXPIRED, now=now)
             return LeaseLost("your lease on this task expired and the task went to another annotator")
 
     if time_taken_ms is None:
-        time_taken_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+        time_taken_ms = int((now - assignment["leased_at"]).total_seconds() * 1000)
     judgement = Judgement.objects.create(
-        task=task,
-        annotator_id=assignment.annotator_id,
-        assignment=assignment,
+        task_id=task_id,
+        annotator_id=assignment["annotator_id"],
+        assignment_id=assignment_id,
         tiers=tiers,
         confidence=confidence,
         rationale=rationale or "",
@@ -361,9 +333,9 @@ def _submit_under_lock(
         source=JudgementSource.ANNOTATION,
         created_at=now,
     )
-    _write_pair_votes(judgement, display_order=assignment.display_order)
-    Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.SUBMITTED, finished_at=now)
-    _count_judgement(task, now=now)
+    _write_pair_votes(judgement, display_order=display_order)
+    queue_sql.assignment_finish(assignment_id, state=AssignmentState.SUBMITTED, now=now)
+    queue_sql.task_count_judgement(task_id, complete=judgement_count + 1 >= required, now=now)
     return Submission(judgement=judgement, created=True)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
@@ -25,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from annotation import queue_sql
 from annotation.api import serializers as s
 from annotation.api.permissions import (
     CanCreateProjects,
@@ -40,12 +42,10 @@ from annotation.models import (
     Judgement,
     Membership,
     Project,
-    Prompt,
     Role,
     Task,
     TaskState,
 )
-from annotation.models import Response as ResponseModel
 from annotation.services import QueueError, assignment_claim_next, assignment_skip, judgement_submit
 from annotation.tasks import run_import_job
 
@@ -273,8 +273,7 @@ class ClaimView(QueueErrorMixin, ProjectScopedMixin, APIView):
             return Response(status=status.HTTP_204_NO_CONTENT)
         assignment = claim.assignment
         order: list[int] = assignment.display_order
-        texts = dict(ResponseModel.objects.filter(pk__in=order).values_list("pk", "text"))
-        messages = Prompt.objects.filter(pk=assignment.task.prompt_id).values_list("messages", flat=True).get()
+        messages, texts = queue_sql.task_texts(assignment.task_id, order)
         payload = {
             "id": assignment.pk,
             "task_id": assignment.task_id,
@@ -289,8 +288,10 @@ class ClaimView(QueueErrorMixin, ProjectScopedMixin, APIView):
 
 def own_assignment(user: Any, assignment_id: int) -> Assignment:
     """The caller's own assignment in a project they still belong to; 404 for anybody else's."""
-    mine = Assignment.objects.filter(annotator=user, project__memberships__user=user).only("pk", "task_id")
-    return get_object_or_404(mine, pk=assignment_id)
+    assignment = queue_sql.own_assignment(assignment_id, user.pk)
+    if assignment is None:
+        raise Http404("No such assignment.")
+    return assignment
 
 
 class SubmitView(QueueErrorMixin, APIView):

@@ -254,7 +254,7 @@ class TestSkip:
 CLAIM_NEW_MAX = 12  # 10 outside a test transaction
 CLAIM_RESUMED_MAX = 8  # 6
 SUBMIT_MAX = 12  # 10
-SUBMIT_RETRY_MAX = 7  # 5
+SUBMIT_RETRY_MAX = 8  # 6
 
 
 def _count(fn) -> tuple[int, object]:
