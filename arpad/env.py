@@ -53,6 +53,15 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _url_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
 def parse_database_url(url: str, *, base_dir: Path) -> dict:
     """Turn ``postgres://user:pass@host:port/name?opt=v`` or ``sqlite:///path`` into DATABASES['default']."""
     parts = urlsplit(url)
@@ -82,6 +91,18 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
         name = unquote(parts.path.lstrip("/"))
         if not name:
             raise ImproperlyConfigured("DATABASE_URL for PostgreSQL needs a database name")
+        # Django-level switches ride in the query string too; the rest goes to libpq.
+        try:
+            conn_max_age = int(options.pop("conn_max_age", "60"))
+            health_checks = _url_bool(options.pop("conn_health_checks", "true"))
+            if "server_side_binding" in options:
+                options["server_side_binding"] = _url_bool(options["server_side_binding"])
+            if "prepare_threshold" in options:
+                # psycopg prepares a statement after this many executions on a connection;
+                # Django turns that off unless it is asked for. Not behind a transaction-mode pooler.
+                options["prepare_threshold"] = int(options["prepare_threshold"])
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"DATABASE_URL option: {exc}") from None
         config = {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,
@@ -89,8 +110,8 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": int(options.pop("conn_max_age", "60")),
-            "CONN_HEALTH_CHECKS": True,
+            "CONN_MAX_AGE": conn_max_age,
+            "CONN_HEALTH_CHECKS": health_checks,
             "OPTIONS": options,
         }
         return config

@@ -17,7 +17,9 @@ How
     3. Runs ``--annotators`` simulated annotators in one asyncio process (or several,
        ``--client-procs``) over keep-alive aiohttp connections. Each loops
        ``POST /projects/{id}/claim/`` -> ``POST /assignments/{id}/submit/`` with a random
-       ranking and a fresh ``client_token``, without think time; a share of the accepted
+       ranking and a fresh ``client_token``, without think time unless ``--think-time``
+       is given (then each annotator pauses that long on average, as a person reading
+       would, and the run measures latency at that request rate); a share of the accepted
        submits (``--retry-rate``) is sent again with the same token to exercise
        idempotency (those retries are not annotations). After ``--warmup`` seconds the
        measured window of ``--duration`` seconds starts; it ends early when no work is left.
@@ -94,6 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds of the measured window.")
     parser.add_argument("--warmup", type=float, default=5.0, help="Seconds of load before the window opens.")
     parser.add_argument(
+        "--think-time",
+        type=float,
+        default=0.0,
+        help="Mean seconds (exponential) each annotator spends on a task between claim and submit; "
+        "0 (default) is a closed loop at full speed, which measures throughput; a few seconds measures "
+        "latency at a realistic request rate.",
+    )
+    parser.add_argument(
         "--retry-rate", type=float, default=0.02, help="Share of accepted submits re-sent with the same client_token."
     )
     parser.add_argument(
@@ -130,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.annotators < 1 or args.client_procs < 1:
         parser.error("--tasks, --annotators and --client-procs must be positive")
+    if args.think_time < 0:
+        parser.error("--think-time must not be negative")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
     if not 0.0 <= args.retry_rate <= 1.0:
@@ -591,6 +603,7 @@ class ShardConfig:
     retry_rate: float
     request_timeout: float
     seed: int
+    think_time: float = 0.0  # mean seconds an annotator reads before submitting (exponential)
 
 
 @dataclass
@@ -673,6 +686,9 @@ class Annotator:
                     await asyncio.sleep(0.05)  # an error: do not spin
                     continue
                 self.rng.shuffle(order)
+                if config.think_time > 0:
+                    # A person reads before answering: an open-ish load instead of a closed loop.
+                    await asyncio.sleep(self.rng.expovariate(1.0 / config.think_time))
                 payload = {"ranking": [[rid] for rid in order], "client_token": str(uuid.uuid4())}
                 submit_url = f"{config.base_url}{API}/assignments/{assignment['id']}/submit/"
                 status, body, started, ms = await self._post(submit_url, payload)
@@ -729,6 +745,7 @@ def run_clients(args: argparse.Namespace, base_url: str, loaded: LoadedProject, 
             retry_rate=args.retry_rate,
             request_timeout=args.request_timeout,
             seed=args.seed + i,
+            think_time=args.think_time,
         )
         for i in range(args.client_procs)
     ]
@@ -922,6 +939,7 @@ def print_report(summary: dict[str, Any], checks: list[tuple[str, bool, str]]) -
     print("=" * 78)
     print(f"  gunicorn           {summary['gunicorn']}")
     print(f"  client             {summary['client_procs']} aiohttp process(es), keep-alive pool")
+    print(f"  think time         {summary['think_time_s']:.1f} s mean per task (0 = closed loop at full speed)")
     print(f"  data               {summary['tasks']:,} pairwise tasks, overlap {OVERLAP}, from {summary['data']}")
     print(f"  load time          {summary['load_s']:.1f} s (COPY + VACUUM ANALYZE)")
     print(f"  token endpoint     {summary['token_endpoint']}")
@@ -1019,6 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": loaded.source,
             "load_s": round(loaded.seconds, 2),
             "gunicorn": gunicorn_label(args),
+            "think_time_s": args.think_time,
             "gunicorn_worker_class": args.gunicorn_worker_class,
             "gunicorn_workers": args.gunicorn_workers,
             "gunicorn_threads": args.gunicorn_threads,
