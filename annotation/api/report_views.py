@@ -1,0 +1,154 @@
+"""API v1: the agreement report of a project (managers only).
+
+``GET /api/v1/projects/{id}/agreement/?bootstrap=&seed=`` answers the JSON of
+:func:`annotation.reports.agreement_report`. It is computed in the request (a fixed number
+of queries plus numpy work; about 0.2 s for 1,000 items with 1,000 resamples), so
+``bootstrap`` is capped. Reports on uploaded files are not offered here: the importers'
+path options read the server's file system; use ``manage.py agreement_report --file``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.api.permissions import IsProjectManager
+from annotation.api.views import ProjectScopedMixin
+from annotation.reports import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_CONTESTED_LIMIT,
+    DEFAULT_LOW_AGREEMENT_BELOW,
+    DEFAULT_MIN_OVERLAP,
+    DEFAULT_POSITION_BIAS_P,
+    DEFAULT_TOO_FAST_MS,
+    agreement_report,
+)
+
+MAX_BOOTSTRAP = 10_000
+
+
+class AgreementReportQuerySerializer(serializers.Serializer):
+    bootstrap = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_BOOTSTRAP,
+        default=DEFAULT_BOOTSTRAP,
+        help_text="Bootstrap resamples of the items for the 95% intervals; 0 leaves the intervals out.",
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, default=0, help_text="Bootstrap seed.")
+    min_overlap = serializers.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        default=DEFAULT_MIN_OVERLAP,
+        help_text="Shared response pairs a pair of annotators needs for a Cohen's kappa.",
+    )
+    contested_threshold = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        help_text="Majority share below which a response pair is contested (default: the project's agreement_threshold).",
+    )
+    contested_limit = serializers.IntegerField(
+        min_value=0, max_value=1000, default=DEFAULT_CONTESTED_LIMIT, help_text="Contested response pairs listed."
+    )
+    low_agreement_below = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        default=DEFAULT_LOW_AGREEMENT_BELOW,
+        help_text="Flag low_agreement below this leave-one-out agreement.",
+    )
+    position_bias_p = serializers.FloatField(
+        min_value=1e-300,
+        max_value=1.0,
+        default=DEFAULT_POSITION_BIAS_P,
+        help_text="Flag position_bias below this binomial p-value.",
+    )
+    too_fast_ms = serializers.FloatField(
+        min_value=0.0,
+        max_value=86_400_000.0,
+        default=DEFAULT_TOO_FAST_MS,
+        help_text="Flag too_fast below this median time per judgement (ms).",
+    )
+
+
+_EXAMPLE = {
+    "report_version": 1,
+    "generated_at": "2026-01-01T12:00:00+00:00",
+    "project": {"id": 7, "name": "PandaLM", "kind": "pairwise", "allow_ties": True, "temporary": False},
+    "parameters": {"bootstrap": 1000, "seed": 0, "confidence_level": 0.95, "min_overlap": 10, "...": "..."},
+    "counts": {"tasks": 999, "items": 999, "judgements": 2997, "annotators": 3, "...": "..."},
+    "pairwise": {
+        "percent_agreement": {
+            "value": 0.9199,
+            "reason": None,
+            "ci": {"low": 0.9059, "high": 0.9333, "valid_resamples": 1000},
+            "ci_reason": None,
+            "agreeing_pairs": 2757,
+            "pairs": 2997,
+        },
+        "cohen_kappa": {
+            "min_overlap": 10,
+            "pairs": [
+                {"annotators": ["a1", "a2"], "kappa": 0.8531, "shared_units": 999, "reason": None},
+            ],
+            "pairs_below_min_overlap": 0,
+            "summary": {"n": 3, "mean": 0.8642, "min": 0.8531, "max": 0.8792},
+        },
+        "...": "...",
+    },
+    "ranking": None,
+    "annotators": [
+        {
+            "id": 12,
+            "username": "a1",
+            "judgements": 999,
+            "loo_agreement": {"value": 0.959, "n": 931, "reason": None},
+            "position_bias": {
+                "first_shown_share": None,
+                "n": 0,
+                "p_value": None,
+                "reason": "display order unknown (imported judgements were never displayed)",
+            },
+            "flags": [],
+            "...": "...",
+        }
+    ],
+    "contested": {"threshold": 0.5, "units_with_overlap": 999, "total": 0, "limit": 20, "items": []},
+}
+
+
+class AgreementReportView(ProjectScopedMixin, APIView):
+    """The project's agreement report (managers only): the JSON of ``manage.py agreement_report --json``."""
+
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    @extend_schema(
+        parameters=[AgreementReportQuerySerializer],
+        responses={
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description=(
+                    "The agreement report: counts; pairwise percent agreement with and without ties, Fleiss' "
+                    "kappa, Krippendorff's alpha (nominal, ordinal) with bootstrap intervals over items, Cohen's "
+                    "kappa per annotator pair; Kendall's W and tau-b for ranking projects (null for pairwise); "
+                    "the annotator table with flags (low_agreement, position_bias, too_fast); the most contested "
+                    "response pairs. Undefined values are null, with a reason. Strict JSON: no NaN."
+                ),
+                examples=[OpenApiExample("Abbreviated", value=_EXAMPLE, response_only=True)],
+            ),
+            400: OpenApiResponse(description="A query parameter is out of range; the body names it."),
+            403: OpenApiResponse(description="Not a manager of this project."),
+            404: OpenApiResponse(description="No such project, or you are not a member."),
+        },
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        incoming = AgreementReportQuerySerializer(data=request.query_params)
+        incoming.is_valid(raise_exception=True)
+        options: dict[str, Any] = dict(incoming.validated_data)
+        return Response(agreement_report(project=self.project, **options))
