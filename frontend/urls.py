@@ -7,4 +7,10 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.project_list, name="project-list"),
+    path("projects/<int:project_id>/annotate/", views.annotate, name="annotate"),
+    path(
+        "projects/<int:project_id>/annotate/assignments/<int:assignment_id>/",
+        views.assignment_rendered,
+        name="annotate-assignment",
+    ),
 ]
