@@ -20,3 +20,18 @@ urlpatterns = [
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="api-skip"),
     path("projects/<int:project_id>/agreement/", report_views.AgreementReportView.as_view(), name="api-agreement"),
 ]
+
+# Export snapshots (the exports app); kept apart so that this block can be appended alone.
+from annotation.api import export_views  # noqa: E402
+
+urlpatterns += [
+    path("projects/<int:project_id>/exports/", export_views.ExportListView.as_view(), name="api-exports"),
+    path(
+        "projects/<int:project_id>/exports/<int:export_id>/", export_views.ExportDetailView.as_view(), name="api-export"
+    ),
+    path(
+        "projects/<int:project_id>/exports/<int:export_id>/files/<path:name>",
+        export_views.ExportFileView.as_view(),
+        name="api-export-file",
+    ),
+]

@@ -1,0 +1,14 @@
+"""Celery tasks of the exports app, on the default queue. They fetch by id and call a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from exports.services import export_snapshot_run
+
+
+# acks_late: a worker that dies mid-export gets the message redelivered; the snapshot row
+# decides whether anything is left to do.
+@shared_task(name="exports.run_export_snapshot", acks_late=True)
+def run_export_snapshot(snapshot_id: int) -> None:
+    export_snapshot_run(snapshot_id=snapshot_id)
