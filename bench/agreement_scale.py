@@ -53,7 +53,6 @@ import json
 import os
 import platform
 import resource
-import secrets
 import shutil
 import subprocess
 import sys
@@ -63,11 +62,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
+from benchdb import (
+    REPO_ROOT,
+    conninfo,
+    database_name,
+    django_env,
+    drop_database,
+    migrate,
+    recreate_database,
+    setup_django,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/arpad_agreement_bench"
 K = 4
 OVERLAP = 4
@@ -166,74 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def database_name(url: str) -> str:
-    return unquote(urlsplit(url).path.lstrip("/"))
-
-
-def _conninfo(url: str, database: str | None = None) -> str:
-    parts = urlsplit(url)
-    path = f"/{database}" if database is not None else parts.path
-    return urlunsplit(("postgresql", parts.netloc, path, "", ""))
-
-
-# --- database -------------------------------------------------------------------------------
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = database_name(url)
-    with psycopg.connect(_conninfo(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(_conninfo(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
-
-
-def django_env(url: str, var_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "arpad.settings",
-            "DATABASE_URL": url,
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "DJANGO_DEBUG": "0",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-            "DJANGO_SECURE_HTTPS": "0",
-            "ARPAD_VAR_DIR": str(var_dir),
-            "ARTIFACT_ROOT": str(var_dir / "artifacts"),
-            "ARPAD_LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=REPO_ROOT, env=env, check=True
-    )
-
-
-def setup_django() -> None:
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
-
-
 def server_version(url: str) -> str:
     import psycopg
 
-    with psycopg.connect(_conninfo(url)) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else "?"
 
@@ -731,7 +674,7 @@ def read_pair_outcomes(url: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unit index, rater id, outcome) of every PairVote, via a binary COPY (units: response pairs)."""
     import psycopg
 
-    with psycopg.connect(_conninfo(url)) as conn, conn.cursor() as cursor:
+    with psycopg.connect(conninfo(url)) as conn, conn.cursor() as cursor:
         buffer = bytearray()
         with cursor.copy(
             "COPY (SELECT response_a_id::int8, response_b_id::int8, annotator_id::int8, winner::int8"

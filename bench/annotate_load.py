@@ -66,11 +66,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
+from benchdb import (
+    REPO_ROOT,
+    conninfo,
+    database_name,
+    django_env,
+    drop_database,
+    migrate,
+    recreate_database,
+    setup_django,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/arpad_bench"
 API = "/api/v1"
@@ -156,79 +164,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         print("warning: more than 80 server threads, each holding a PostgreSQL connection", file=sys.stderr)
     args.client_procs = min(args.client_procs, args.annotators)
     return args
-
-
-def database_name(url: str) -> str:
-    return unquote(urlsplit(url).path.lstrip("/"))
-
-
-def maintenance_url(url: str) -> str:
-    """The same server's ``postgres`` database, to create and drop the bench database from."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-
-
-# --- database -------------------------------------------------------------------------------
-
-
-def _psycopg_conninfo(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = database_name(url)
-    with psycopg.connect(_psycopg_conninfo(maintenance_url(url)), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(_psycopg_conninfo(maintenance_url(url)), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(url))))
-
-
-def server_env(args: argparse.Namespace, var_dir: Path) -> dict[str, str]:
-    """Environment of manage.py, gunicorn and this process's Django: production settings, plain http."""
-    env = dict(os.environ)
-    static_root = var_dir / "static"
-    static_root.mkdir(parents=True, exist_ok=True)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "arpad.settings",
-            "DATABASE_URL": args.database_url,
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "DJANGO_DEBUG": "0",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-            "DJANGO_SECURE_HTTPS": "0",
-            "ARPAD_VAR_DIR": str(var_dir),
-            "DJANGO_STATIC_ROOT": str(static_root),
-            "ARPAD_LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=REPO_ROOT, env=env, check=True
-    )
-
-
-def setup_django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -503,7 +438,7 @@ def _our_postgres_pids(database_url: str) -> set[int]:
     """Backends of the bench database plus the server's own background processes (WAL writer, ...)."""
     import psycopg
 
-    with psycopg.connect(_psycopg_conninfo(maintenance_url(database_url)), autocommit=True) as conn:
+    with psycopg.connect(conninfo(database_url, "postgres"), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s OR datname IS NULL", (database_name(database_url),)
         ).fetchall()
@@ -996,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends the run like Ctrl-C, so the finally blocks stop gunicorn and drop the database.
     signal.signal(signal.SIGTERM, _interrupt)
     var_dir = Path(tempfile.mkdtemp(prefix="arpad-bench-"))
-    env = server_env(args, var_dir)
+    env = django_env(args.database_url, var_dir)
     created = False
     try:
         print(f"creating database {database_name(args.database_url)} and migrating ...", flush=True)
