@@ -16,6 +16,7 @@ WORKDIR /app
 COPY pyproject.toml requirements.lock README.md ./
 COPY arpad ./arpad
 COPY annotation ./annotation
+COPY exports ./exports
 COPY rewardmodel ./rewardmodel
 COPY rlloop ./rlloop
 COPY frontend ./frontend

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from frontend import views
 
@@ -13,4 +13,10 @@ urlpatterns = [
         views.assignment_rendered,
         name="annotate-assignment",
     ),
+    # Manager pages: project settings, members, imports, task browser, item review.
+    path("", include("frontend.urls_manage")),
+    # Agreement dashboard and export downloads.
+    path("", include("frontend.urls_dashboard")),
+    # Reward-model runs, versions and comparison.
+    path("", include("frontend.urls_rewardmodel")),
 ]

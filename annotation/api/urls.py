@@ -35,3 +35,8 @@ urlpatterns += [
         name="api-export-file",
     ),
 ]
+
+# Reward-model runs, versions and scoring (the rewardmodel app).
+from django.urls import include  # noqa: E402
+
+urlpatterns += [path("", include("rewardmodel.api.urls"))]
