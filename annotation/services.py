@@ -406,3 +406,64 @@ def judgement_import(
     _write_pair_votes(judgement, display_order=None)
     _count_judgement(task, now=timezone.now())
     return judgement
+
+
+# --- submit, then the next task, in one request -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitAndNext:
+    """What the labeling page needs after Enter: the fate of the answer and the next task."""
+
+    submission: Submission | None  # None when the queue refused the answer (``refused``)
+    refused: QueueError | None  # LeaseLost / AlreadyFinished: the task is gone, move on anyway
+    claim: Claim | None  # None when no work is left for the annotator
+
+
+def judgement_submit_and_claim_next(
+    *,
+    assignment: Assignment,
+    project: Project,
+    annotator: Any,
+    ranking: Any,
+    client_token: uuid.UUID | str | None = None,
+    confidence: int | None = None,
+    rationale: str = "",
+    time_taken_ms: int | None = None,
+    rng: random.Random | None = None,
+) -> SubmitAndNext:
+    """Submit the annotator's ranking and lease their next task, for one HTTP round trip.
+
+    The two steps are the unchanged :func:`judgement_submit` and
+    :func:`assignment_claim_next`, run as two transactions on purpose: the answer commits
+    first, so a failing claim can never roll back an accepted judgement, and the claim
+    then sees this task as done (the annotator holds no live lease any more), so it hands
+    out a different task. Every queue invariant is therefore exactly the one the two
+    services already keep: a task is never over-assigned nor leased twice to one person,
+    and a late submit is accepted only while its slot is free.
+
+    A retry with the same ``client_token`` (the reply to the first call was lost) finds
+    its judgement, writes nothing, and is handed the lease the first call took
+    (``claim.resumed``), so both calls show the same next task.
+
+    A ranking the queue rejects as malformed (:class:`InvalidRanking`, a bad token or
+    confidence) raises before anything is claimed: the annotator stays on the task and
+    fixes it. A submit refused because the task is gone for them (:class:`LeaseLost`,
+    :class:`AlreadyFinished`) does not raise: there is nothing left to fix, so the next
+    task is claimed and the refusal is reported with it.
+    """
+    submission: Submission | None = None
+    refused: QueueError | None = None
+    try:
+        submission = judgement_submit(
+            assignment=assignment,
+            ranking=ranking,
+            client_token=client_token,
+            confidence=confidence,
+            rationale=rationale,
+            time_taken_ms=time_taken_ms,
+        )
+    except (LeaseLost, AlreadyFinished) as exc:
+        refused = exc
+    claim = assignment_claim_next(project=project, annotator=annotator, rng=rng)
+    return SubmitAndNext(submission=submission, refused=refused, claim=claim)

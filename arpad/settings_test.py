@@ -15,6 +15,9 @@ os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("DJANGO_SECURE_HTTPS", "0")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One filesystem-broker folder per test process (inherited by the worker processes it
+# starts), so that parallel test runs never take each other's messages.
+os.environ.setdefault("ARPAD_BROKER_DIR", str(Path(os.environ["ARPAD_VAR_DIR"]) / f"broker-{os.getpid()}"))
 
 from arpad.settings import *  # noqa: E402,F403
 

@@ -13,6 +13,13 @@ urlpatterns = [
         views.assignment_rendered,
         name="annotate-assignment",
     ),
+    # The labeling page's next task, and submit + next task in one round trip.
+    path("projects/<int:project_id>/annotate/next/", views.annotate_next, name="annotate-next"),
+    path(
+        "projects/<int:project_id>/annotate/assignments/<int:assignment_id>/submit/",
+        views.annotate_submit_next,
+        name="annotate-submit-next",
+    ),
     # Manager pages: project settings, members, imports, task browser, item review.
     path("", include("frontend.urls_manage")),
     # Agreement dashboard and export downloads.

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime, time
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from annotation import queue_sql
-from annotation.models import AssignmentState, Membership, Project, Role, TaskState
+from annotation.api.permissions import can_create_projects
+from annotation.api.serializers import SubmitSerializer
+from annotation.models import Assignment, AssignmentState, Membership, Project, Role, TaskState
+from annotation.services import QueueError, assignment_claim_next, judgement_submit_and_claim_next
 from frontend.templatetags.arpad_markdown import render_markdown
 
 
@@ -43,7 +48,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
         }
         for m in memberships
     ]
-    return render(request, "frontend/project_list.html", {"rows": rows})
+    return render(
+        request, "frontend/project_list.html", {"rows": rows, "can_create": can_create_projects(request.user)}
+    )
 
 
 def _progress(request: HttpRequest, project: Project) -> dict[str, int]:
@@ -57,7 +64,11 @@ def _progress(request: HttpRequest, project: Project) -> dict[str, int]:
 
 @login_required
 def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
-    """The labeling page: a server-rendered shell that ``annotate.js`` fills through the API."""
+    """The labeling page: a server-rendered shell that ``annotate.js`` fills.
+
+    It claims and submits through :func:`annotate_next` and :func:`annotate_submit_next`
+    (one round trip per task) and skips through the API.
+    """
     project = get_object_or_404(Project.objects.visible_to(request.user), pk=project_id)
     return render(request, "frontend/annotate.html", {"project": project, "progress": _progress(request, project)})
 
@@ -74,10 +85,23 @@ def assignment_rendered(request: HttpRequest, project_id: int, assignment_id: in
     assignment = queue_sql.own_assignment(assignment_id, request.user.pk)
     if assignment is None or assignment.project_id != project_id:
         raise Http404("No such assignment.")
+    payload = _rendered_payload(request, assignment, project=assignment.project)
+    response = JsonResponse(payload)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _rendered_payload(
+    request: HttpRequest, assignment: Assignment, *, project: Project, resumed: bool | None = None
+) -> dict[str, Any]:
+    """An assignment as the labeling page shows it: sanitized HTML in display order.
+
+    ``text`` (the raw response) rides along for the ranking list's one-line excerpts,
+    which the page only ever sets with ``textContent``.
+    """
     order: list[int] = assignment.display_order
     messages, texts = queue_sql.task_texts(assignment.task_id, order)
-    project = assignment.project
-    payload = {
+    payload: dict[str, Any] = {
         "id": assignment.pk,
         "task_id": assignment.task_id,
         "prompt": [
@@ -88,6 +112,93 @@ def assignment_rendered(request: HttpRequest, project_id: int, assignment_id: in
         "responses": [{"id": rid, "html": render_markdown(texts[rid])} for rid in order],
         "progress": _progress(request, project),
     }
-    response = JsonResponse(payload)
+    if resumed is not None:
+        # Claim-time fields, for the page's own claim endpoints.
+        payload["display_order"] = order
+        payload["expires_at"] = assignment.expires_at.isoformat()
+        payload["resumed"] = resumed
+        for item in payload["responses"]:
+            item["text"] = texts[item["id"]]
+    return payload
+
+
+def _json_error(status: int, detail: str, *, code: str = "invalid", field: str | None = None) -> JsonResponse:
+    response = JsonResponse({"detail": detail, "code": code, "field": field}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _member_project(request: HttpRequest, project_id: int) -> Project:
+    project = queue_sql.project_with_role(project_id, request.user.pk)
+    if project is None:
+        raise Http404("No such project.")
+    return project
+
+
+def _next_payload(request: HttpRequest, project: Project, claim: Any) -> dict[str, Any] | None:
+    if claim is None:
+        return None
+    return _rendered_payload(request, claim.assignment, project=project, resumed=claim.resumed)
+
+
+@login_required
+@require_POST
+def annotate_next(request: HttpRequest, project_id: int) -> JsonResponse:
+    """Lease the caller's next task (or hand back their live one) and return it rendered.
+
+    One round trip instead of the API's claim followed by a render request. ``next`` is
+    null when no work is left for the caller.
+    """
+    project = _member_project(request, project_id)
+    try:
+        claim = assignment_claim_next(project=project, annotator=request.user)
+    except QueueError as exc:
+        return _json_error(exc.status, exc.message, code=exc.code, field=exc.field)
+    response = JsonResponse({"next": _next_payload(request, project, claim)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def annotate_submit_next(request: HttpRequest, project_id: int, assignment_id: int) -> JsonResponse:
+    """Submit the caller's ranking and return their next task, rendered, in one round trip.
+
+    Body: the API's submit fields (``ranking``, ``client_token``, optional ``confidence``,
+    ``rationale``, ``time_taken_ms``). 200 with ``submitted`` (the judgement, or null when
+    the queue refused it: ``refused`` says why, e.g. the lease went to somebody else) and
+    ``next`` (null when no work is left). 400 for a malformed answer, which claims nothing.
+    Anybody else's assignment is a 404. See
+    :func:`annotation.services.judgement_submit_and_claim_next` for the queue rules.
+    """
+    assignment = queue_sql.own_assignment(assignment_id, request.user.pk)
+    if assignment is None or assignment.project_id != project_id:
+        raise Http404("No such assignment.")
+    project = _member_project(request, project_id)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _json_error(400, f"the request body is not valid JSON: {exc}")
+    incoming = SubmitSerializer(data=body if isinstance(body, dict) else {})
+    if not isinstance(body, dict) or not incoming.is_valid():
+        errors = incoming.errors if isinstance(body, dict) else {"body": ["must be a JSON object"]}
+        field, messages = next(iter(errors.items()))
+        return _json_error(400, f"{field}: {' '.join(str(m) for m in messages)}", field=field)
+    try:
+        outcome = judgement_submit_and_claim_next(
+            assignment=assignment, project=project, annotator=request.user, **incoming.validated_data
+        )
+    except QueueError as exc:
+        return _json_error(exc.status, exc.message, code=exc.code, field=exc.field)
+    submitted = None
+    if outcome.submission is not None:
+        judgement = outcome.submission.judgement
+        submitted = {"judgement_id": judgement.pk, "created": outcome.submission.created, "tiers": judgement.tiers}
+    refused = None
+    if outcome.refused is not None:
+        refused = {"code": outcome.refused.code, "detail": outcome.refused.message}
+    response = JsonResponse(
+        {"submitted": submitted, "refused": refused, "next": _next_payload(request, project, outcome.claim)}
+    )
     response["Cache-Control"] = "no-store"
     return response

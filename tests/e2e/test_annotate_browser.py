@@ -261,6 +261,11 @@ def test_an_annotator_cannot_open_manager_pages(ui: UI):
     assert "not authorized" in ui.page.inner_text("body")
     ui.shot("admin-refused")
     assert response is not None
+    # The project's own manager pages answer 403 (tests/e2e/test_manage_browser.py visits them all).
+    response = ui.goto(f"/projects/{project.pk}/settings/")
+    assert response is not None and response.status == 403
+    assert "Not allowed" in ui.page.inner_text("h1")
+    ui.shot("settings-refused")
     # The manager's API is refused from the page too, with a valid CSRF token.
     ui.goto(f"/projects/{project.pk}/annotate/")
     wait_for_task(ui)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 
 import pytest
 from django.test import Client
 
-from annotation.models import Membership, Role
+from annotation.models import Assignment, Judgement, Membership, Role
 from annotation.services import assignment_claim_next, judgement_submit
 from tests.factories import UserFactory, make_task
 
@@ -41,7 +43,7 @@ def test_annotate_page_loads_its_module_with_the_csp_nonce(client, project, anno
     # No inline script or handler: the page works under script-src 'self' + nonce alone.
     assert re.search(r"<script(?![^>]*\bsrc=)", body) is None
     assert re.search(r"\son[a-z]+=", body) is None
-    assert f'data-claim-url="/api/v1/projects/{project.pk}/claim/"' in body
+    assert f'data-next-url="/projects/{project.pk}/annotate/next/"' in body
     assert 'name="csrf-token"' in body
 
 
@@ -132,3 +134,88 @@ def test_manager_can_open_the_annotate_page_too(client, project, manager):
     client.force_login(manager)
     assert client.get(f"/projects/{project.pk}/annotate/").status_code == 200
     assert Membership.objects.get(project=project, user=manager).role == Role.MANAGER
+
+
+# --- the page's own claim and submit-and-next endpoints -------------------------------------
+
+
+def _post_json(client, url, body=None):
+    return client.post(url, data=json.dumps(body or {}), content_type="application/json")
+
+
+def test_next_endpoint_claims_and_renders_in_one_request(client, project, annotator, task):
+    client.force_login(annotator)
+    response = client.post(f"/projects/{project.pk}/annotate/next/")
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    data = response.json()["next"]
+    assignment = Assignment.objects.get(annotator=annotator)
+    assert data["id"] == assignment.pk and data["task_id"] == task.pk and data["resumed"] is False
+    assert data["display_order"] == assignment.display_order
+    assert [r["id"] for r in data["responses"]] == assignment.display_order
+    assert all(r["html"].startswith("<p>") and r["text"].startswith("Answer") for r in data["responses"])
+    # Asking again hands back the same live lease.
+    again = client.post(f"/projects/{project.pk}/annotate/next/").json()["next"]
+    assert again["id"] == assignment.pk and again["resumed"] is True
+
+
+def test_next_endpoint_is_null_without_work_and_404_for_outsiders(client, project, annotator, outsider):
+    client.force_login(annotator)
+    assert client.post(f"/projects/{project.pk}/annotate/next/").json() == {"next": None}
+    client.force_login(outsider)
+    assert client.post(f"/projects/{project.pk}/annotate/next/").status_code == 404
+    assert client.get(f"/projects/{project.pk}/annotate/next/").status_code == 405
+
+
+def test_submit_next_records_the_answer_and_returns_the_next_task(client, project, annotator):
+    first, second = make_task(project, priority=1), make_task(project)
+    assignment = _claimed(project, annotator)
+    assert assignment.task_id == first.pk
+    client.force_login(annotator)
+    url = f"/projects/{project.pk}/annotate/assignments/{assignment.pk}/submit/"
+    ranking = [[assignment.display_order[1]], [assignment.display_order[0]]]
+    body = {"ranking": ranking, "client_token": str(uuid.uuid4()), "confidence": 4, "rationale": "clearer"}
+    data = _post_json(client, url, body).json()
+    assert data["submitted"]["created"] is True and data["refused"] is None
+    assert data["next"]["task_id"] == second.pk
+    assert data["next"]["progress"] == {"done_today": 1, "done_project": 1}
+    judgement = Judgement.objects.get(assignment=assignment)
+    assert (judgement.tiers, judgement.confidence, judgement.rationale) == (ranking, 4, "clearer")
+    # The retry of a lost reply: same judgement, same next task, nothing new written.
+    retry = _post_json(client, url, body).json()
+    assert retry["submitted"] == {**data["submitted"], "created": False}
+    assert retry["next"]["id"] == data["next"]["id"] and retry["next"]["resumed"] is True
+    assert Judgement.objects.count() == 1 and Assignment.objects.count() == 2
+
+
+def test_submit_next_refuses_malformed_answers_and_claims_nothing(client, project, annotator, task):
+    make_task(project)
+    assignment = _claimed(project, annotator)
+    client.force_login(annotator)
+    url = f"/projects/{project.pk}/annotate/assignments/{assignment.pk}/submit/"
+    token = str(uuid.uuid4())
+    cases = [
+        ({"ranking": [[assignment.display_order[0]]], "client_token": token}, "invalid_ranking"),
+        ({"ranking": [[assignment.display_order[0]], [assignment.display_order[1]]]}, "invalid"),
+        ({"ranking": "best", "client_token": token, "confidence": 9}, "invalid"),
+    ]
+    for body, code in cases:
+        response = _post_json(client, url, body)
+        assert response.status_code == 400, body
+        assert response.json()["code"] == code and response.json()["detail"]
+    bad_json = client.post(url, data="{not json", content_type="application/json")
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["detail"]
+    assert Assignment.objects.filter(annotator=annotator).count() == 1
+    assert not Judgement.objects.exists()
+
+
+def test_submit_next_is_scoped_to_the_callers_own_assignment_and_needs_csrf(project, annotator, manager, task):
+    assignment = _claimed(project, annotator)
+    url = f"/projects/{project.pk}/annotate/assignments/{assignment.pk}/submit/"
+    body = {"ranking": [[rid] for rid in assignment.display_order], "client_token": str(uuid.uuid4())}
+    client = Client()
+    client.force_login(manager)
+    assert _post_json(client, url, body).status_code == 404
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(annotator)
+    assert _post_json(strict, url, body).status_code == 403
+    assert not Judgement.objects.exists()

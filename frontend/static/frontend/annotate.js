@@ -1,15 +1,14 @@
-// The labeling page. Claims, submits and skips through the REST API (session + CSRF);
-// the texts it shows come from the frontend's render endpoint as HTML that the server
-// sanitized (markdown-it without raw HTML, then nh3). Raw model text is only ever put
-// into the page with textContent.
+// The labeling page. Claims, submits and skips with session + CSRF; the texts it shows
+// arrive as HTML that the server sanitized (markdown-it without raw HTML, then nh3). Raw
+// model text is only ever put into the page with textContent.
 //
-// Next task without waiting: a user holds one lease at a time (a claim while holding one
-// hands the same task back), so the next task cannot be leased while the current one is
-// open. Instead, Enter hides the finished task at once, and the submit, the claim of the
-// next task and its render request follow back to back; the next task replaces the
-// spinner the moment its HTML arrives. The answer itself is never lost: a failed submit
-// keeps the ranking and the client token, so a retry is idempotent.
-
+// Next task in one round trip: an annotator holds one lease at a time, so the next task
+// cannot be leased while the current one is open without holding a second slot of the
+// queue for the whole time the annotator reads (see annotation.services). Instead, Enter
+// sends the answer to the page's submit endpoint, which records it and claims and renders
+// the next task in the same request: one round trip, no second lease. The answer is never
+// lost: a failed request keeps the ranking and the client token, so a retry is idempotent
+// and is handed the same next task.
 const root = document.getElementById("annotate");
 const ID_SLOT = "987654321"; // the template reverses the per-assignment URLs with this id
 const cfg = {
@@ -17,10 +16,9 @@ const cfg = {
   allowTies: root.dataset.allowTies === "true",
   allowSkip: root.dataset.allowSkip === "true",
   leaseSeconds: Number(root.dataset.leaseSeconds),
-  claimUrl: root.dataset.claimUrl,
-  submitUrl: (id) => root.dataset.submitUrl.replace(ID_SLOT, String(id)),
+  nextUrl: root.dataset.nextUrl,
+  submitUrl: (id) => root.dataset.submitNextUrl.replace(ID_SLOT, String(id)),
   skipUrl: (id) => root.dataset.skipUrl.replace(ID_SLOT, String(id)),
-  renderUrl: (id) => root.dataset.renderUrl.replace(ID_SLOT, String(id)),
 };
 const pairwise = cfg.kind === "pairwise";
 const $ = (id) => document.getElementById(id);
@@ -370,18 +368,9 @@ async function loadNext() {
   busy = true;
   show("loading");
   try {
-    const claim = await api(cfg.claimUrl, { method: "POST" });
-    if (claim.status === 204) {
-      cur = null;
-      stopTicker();
-      show("empty");
-      return;
-    }
-    if (!claim.ok) return fail(claim, "Could not get a task");
-    const assignment = claim.data.assignment;
-    const rendered = await api(cfg.renderUrl(assignment.id));
-    if (!rendered.ok) return fail(rendered, "Could not load the task");
-    begin(assignment, rendered.data);
+    const res = await api(cfg.nextUrl, { method: "POST" });
+    if (!res.ok) return fail(res, "Could not get a task");
+    showNext(res.data.next);
   } catch (err) {
     say(`Could not reach the server (${err.message}). Reload the page to try again.`, "error");
   } finally {
@@ -390,15 +379,25 @@ async function loadNext() {
   }
 }
 
+function showNext(next) {
+  if (!next) {
+    cur = null;
+    stopTicker();
+    show("empty");
+    return;
+  }
+  begin(next);
+}
+
 function fail(res, what) {
   const detail = res.data && res.data.detail ? `: ${res.data.detail}` : ` (HTTP ${res.status})`;
   say(what + detail, "error");
 }
 
-function begin(assignment, rendered) {
+function begin(assignment) {
   cur = {
     assignment,
-    rendered,
+    rendered: assignment,
     order: assignment.display_order,
     placed: [],
     tieNext: false,
@@ -408,7 +407,7 @@ function begin(assignment, rendered) {
     expiresAt: Date.parse(assignment.expires_at),
   };
   $("task").dataset.assignment = String(assignment.id);
-  setProgress(rendered.progress);
+  setProgress(assignment.progress);
   for (const r of document.querySelectorAll('input[name="confidence"]')) r.checked = false;
   $("rationale").value = "";
   drawTask();
@@ -444,6 +443,7 @@ async function submit() {
   if (rationale) body.rationale = rationale;
   busy = true;
   show("loading");
+  const t0 = performance.now();
   let res;
   try {
     res = await api(cfg.submitUrl(cur.assignment.id), { method: "POST", body });
@@ -453,22 +453,28 @@ async function submit() {
     paint();
     return say(`Not saved: could not reach the server (${err.message}). Press Enter to try again.`, "error");
   }
-  if (res.status === 201 || res.status === 200) {
-    bump("done-today");
-    bump("done-project");
-    say("Saved.", "ok");
-  } else if (res.status === 409) {
-    say(res.data && res.data.detail ? `Not saved: ${res.data.detail}.` : "Not saved: the task is gone.", "error");
-  } else {
+  if (!res.ok) {
+    // A malformed answer or a refusal that leaves the task with the annotator: stay on it.
     busy = false;
     show("task");
     paint();
     return fail(res, "Not saved");
   }
+  const { submitted, refused, next } = res.data;
   busy = false;
-  const note = $("message").textContent;
-  await loadNext();
-  if (!$("message").textContent && note) say(note, "ok");
+  showNext(next); // the next task carries the server's progress counts
+  if (cur) paint();
+  if (submitted) {
+    if (!next && submitted.created) {
+      bump("done-today");
+      bump("done-project");
+    }
+    say("Saved.", "ok");
+  } else if (refused) {
+    say(`Not saved: ${refused.detail}.`, "error");
+  }
+  // For bench/ui_latency.py and the browser tests: Enter to the next task being usable.
+  root.dataset.lastSubmitMs = String(Math.round(performance.now() - t0));
 }
 
 function openSkip() {
