@@ -17,7 +17,7 @@ app.conf.update(
     task_queues=(Queue("default"), Queue("gpu")),
     task_default_queue="default",
     task_routes={
-        "rewardmodel.tasks.*": {"queue": "gpu"},
+        "rewardmodel.tasks.train_*": {"queue": "gpu"},
         "rlloop.tasks.gpu_*": {"queue": "gpu"},
     },
     task_acks_late=True,
@@ -29,4 +29,27 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+# Periodic tasks, run by the `beat` service (docker-compose.yml).
+app.conf.beat_schedule = {
+    # Running export snapshots whose worker stopped sending heartbeats: queued again a
+    # bounded number of times, then failed with the reason (exports.services).
+    "exports-reap-stalled-snapshots": {
+        "task": "exports.reap_export_snapshots",
+        "schedule": 300.0,
+        "options": {"queue": "default", "expires": 240.0},
+    },
+    # Reward-model runs whose heartbeat stopped: re-queued from their checkpoint a bounded
+    # number of times, then failed with the reason (rewardmodel.services).
+    "rewardmodel-reap-runs": {
+        "task": "rewardmodel.tasks.reap_reward_model_runs",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 50.0},
+    },
+    # Projects with a retrain rule: a run when enough new agreed pairs arrived.
+    "rewardmodel-check-retrain-rules": {
+        "task": "rewardmodel.tasks.check_retrain_rules",
+        "schedule": 300.0,
+        "options": {"queue": "default", "expires": 240.0},
+    },
+}
 app.autodiscover_tasks()

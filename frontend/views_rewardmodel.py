@@ -1,0 +1,292 @@
+"""Manager pages of the reward models: runs with live progress, versions, a run's curves, comparison.
+
+For the project's managers only: outsiders get 404, annotators 403. Every change is a
+plain form POST (CSRF-protected, works without JavaScript) that calls the same services
+as the API. ``rewardmodel.js`` polls a small JSON view (``rewardmodel-runs-json``) for the
+progress bars, and the API's run detail for a run's curves and log; the curves are drawn
+with ``plot.js``. Data reaches the scripts through ``json_script`` blocks, never inline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotation import queue_sql
+from annotation.models import Project, Role
+from exports.models import ExportSnapshot, ExportState
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
+from rewardmodel.services import (
+    RewardModelError,
+    default_base_model,
+    reward_model_run_cancel,
+    reward_model_run_create,
+    reward_model_version_activate,
+    reward_model_versions_compare,
+)
+
+RUNS_LISTED = 30
+# Metrics shown in the version table, in this order, when a version has them.
+VERSION_METRICS = [
+    ("accuracy", "Accuracy"),
+    ("accuracy_unanimous", "Acc. unanimous"),
+    ("accuracy_split", "Acc. split"),
+    ("loss", "Loss"),
+    ("margin", "Margin"),
+    ("ece", "ECE"),
+]
+
+
+def managed_project(request: HttpRequest, project_id: int) -> Project:
+    """The project if the caller manages it; 404 for outsiders, 403 for its annotators."""
+    project = queue_sql.project_with_role(project_id, request.user.pk)
+    if project is None:
+        raise Http404("No such project.")
+    if project.caller_role != Role.MANAGER:
+        raise PermissionDenied("Only a manager of this project can open this page.")
+    return project
+
+
+class TrainForm(forms.Form):
+    """A new run: what to train on, from what, and the options a manager usually changes."""
+
+    snapshot = forms.TypedChoiceField(coerce=int, label="Export snapshot")
+    base_model = forms.CharField(
+        required=False, max_length=1024, label="Base model", help_text="Checkpoint directory; empty: the default."
+    )
+    parent_version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Continue from")
+    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    learning_rate = forms.FloatField(min_value=1e-9, max_value=1.0, initial=2e-5, label="Learning rate")
+    groups_per_batch = forms.IntegerField(min_value=1, max_value=4096, initial=8, label="Prompt groups per batch")
+    max_length = forms.IntegerField(min_value=8, max_value=131_072, initial=512, label="Max tokens")
+    margin = forms.BooleanField(required=False, label="Margin from vote strength")
+    soft_labels = forms.BooleanField(required=False, label="Soft labels from vote share")
+    center_coefficient = forms.FloatField(min_value=0.0, max_value=100.0, initial=0.0, label="Reward centering")
+    lora_r = forms.IntegerField(
+        min_value=1, max_value=1024, required=False, label="LoRA rank", help_text="Empty: train every weight."
+    )
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+
+    CONFIG_FIELDS = (
+        "epochs",
+        "learning_rate",
+        "groups_per_batch",
+        "max_length",
+        "margin",
+        "soft_labels",
+        "center_coefficient",
+        "seed",
+    )
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        snapshots = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).order_by("-id")[:50]
+        self.fields["snapshot"].choices = [
+            (s.pk, f"#{s.pk} · {s.counts.get('pairs_kept', 0)} pairs · {s.created_at:%Y-%m-%d %H:%M}")
+            for s in snapshots
+        ]
+        versions = RewardModelVersion.objects.filter(project=project).order_by("-number")
+        self.fields["parent_version"].choices = [("", "nothing (a fresh head on the base)")] + [
+            (v.number, f"v{v.number}" + (" (active)" if v.is_active else "")) for v in versions
+        ]
+        self.fields["base_model"].widget.attrs["placeholder"] = default_base_model() or "/path/to/checkpoint"
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        config = {name: data[name] for name in self.CONFIG_FIELDS}
+        if data.get("lora_r"):
+            config["lora"] = {"r": data["lora_r"], "alpha": 2 * data["lora_r"]}
+        return config
+
+
+def _run_rows(project: Project) -> list[dict[str, Any]]:
+    runs = RewardModelRun.objects.filter(project=project).select_related("version", "created_by")[:RUNS_LISTED]
+    return [run_json(project, run) for run in runs]
+
+
+def run_json(project: Project, run: RewardModelRun) -> dict[str, Any]:
+    version = getattr(run, "version", None)
+    return {
+        "id": run.pk,
+        "state": run.state,
+        "progress": run.progress,
+        "step": run.step,
+        "total_steps": run.total_steps,
+        "attempts": run.attempts,
+        "max_attempts": run.max_attempts,
+        "cancel_requested": run.cancel_requested,
+        "error": run.error.splitlines()[0][:300] if run.error else "",
+        "snapshot": run.snapshot_id,
+        "trigger": run.get_trigger_display(),
+        "version": version.number if version is not None else None,
+        "created_at": run.created_at.isoformat(timespec="seconds"),
+        "created_display": timezone.localtime(run.created_at).strftime("%m-%d %H:%M"),
+        "url": reverse("rewardmodel-run", args=[project.pk, run.pk]),
+    }
+
+
+def _version_rows(project: Project) -> list[dict[str, Any]]:
+    rows = []
+    for v in RewardModelVersion.objects.filter(project=project).select_related("parent").order_by("-number"):
+        parts = Path(v.base_model).parts
+        rows.append(
+            {
+                "version": v,
+                "base_short": v.base_model if len(parts) <= 3 else "…/" + "/".join(parts[-3:]),
+                "metrics": [
+                    v.metrics.get(key) if isinstance(v.metrics.get(key), int | float) else None
+                    for key, _ in VERSION_METRICS
+                ],
+            }
+        )
+    return rows
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reward_model_list(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = managed_project(request, project_id)
+    form = TrainForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        snapshot = ExportSnapshot.objects.get(project=project, pk=form.cleaned_data["snapshot"])
+        parent = None
+        if form.cleaned_data["parent_version"] is not None:
+            parent = RewardModelVersion.objects.get(project=project, number=form.cleaned_data["parent_version"])
+        try:
+            with transaction.atomic():
+                run = reward_model_run_create(
+                    project=project,
+                    snapshot=snapshot,
+                    config=form.config(),
+                    base_model=form.cleaned_data["base_model"] or None,
+                    parent_version=parent,
+                    user=request.user,
+                    trigger=RunTrigger.UI,
+                )
+        except RewardModelError as exc:
+            name = (exc.field or "").removeprefix("config.")
+            target = name if name in form.fields else None
+            form.add_error(target, exc.message if target else f"{exc.field}: {exc.message}")
+        else:
+            messages.success(request, f"Run {run.pk} is queued for a GPU worker.")
+            return redirect("rewardmodel-run", project_id=project.pk, run_id=run.pk)
+    context = {
+        "project": project,
+        "form": form,
+        "runs": _run_rows(project),
+        "versions": _version_rows(project),
+        "metric_labels": [label for _, label in VERSION_METRICS],
+        "has_snapshot": bool(form.fields["snapshot"].choices),
+        "page_data": {"runs_url": reverse("rewardmodel-runs-json", args=[project.pk])},
+    }
+    return render(request, "frontend/rewardmodel/list.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def reward_model_runs_json(request: HttpRequest, project_id: int) -> JsonResponse:
+    """The run rows of the list page, for its progress bars."""
+    project = managed_project(request, project_id)
+    return JsonResponse({"runs": _run_rows(project)})
+
+
+@login_required
+@require_GET
+def reward_model_run(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
+    project = managed_project(request, project_id)
+    run = get_object_or_404(
+        RewardModelRun.objects.filter(project=project).select_related("version", "parent_version", "snapshot"),
+        pk=run_id,
+    )
+    context = {
+        "project": project,
+        "run": run,
+        "version": getattr(run, "version", None),
+        "config_items": sorted(run.config.items()),
+        "metric_items": sorted((k, v) for k, v in run.metrics.items() if isinstance(v, int | float) or v is None),
+        "info_items": sorted((k, v) for k, v in run.info.items() if not isinstance(v, dict | list)),
+        "page_data": {
+            "api_url": f"/api/v1/projects/{project.pk}/reward-models/runs/{run.pk}/",
+            "finished": run.is_finished,
+            "history": run.metrics_history,
+            "state": run.state,
+        },
+    }
+    return render(request, "frontend/rewardmodel/run.html", context)
+
+
+@login_required
+@require_POST
+def reward_model_run_cancel_view(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
+    project = managed_project(request, project_id)
+    run = get_object_or_404(RewardModelRun.objects.filter(project=project), pk=run_id)
+    try:
+        run = reward_model_run_cancel(run=run)
+    except RewardModelError as exc:
+        messages.error(request, exc.message)
+    else:
+        if run.state == RunState.CANCELLED:
+            messages.success(request, f"Run {run.pk} was cancelled before it started.")
+        else:
+            messages.success(request, f"Run {run.pk} stops at its next step, after saving a checkpoint.")
+    return redirect("rewardmodel-run", project_id=project.pk, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def reward_model_activate_view(request: HttpRequest, project_id: int, number: int) -> HttpResponse:
+    project = managed_project(request, project_id)
+    version = get_object_or_404(RewardModelVersion.objects.filter(project=project), number=number)
+    reward_model_version_activate(version=version)
+    messages.success(request, f"v{version.number} is now the active reward model.")
+    return redirect("rewardmodel-list", project_id=project.pk)
+
+
+@login_required
+@require_GET
+def reward_model_compare(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = managed_project(request, project_id)
+    versions = list(RewardModelVersion.objects.filter(project=project).order_by("-number"))
+    snapshots = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).order_by("-id")[:50]
+    chosen: dict[str, Any] = {"a": None, "b": None, "snapshot": None}
+    result, error = None, None
+    by_number = {v.number: v for v in versions}
+    raw = {name: request.GET.get(name, "") for name in chosen}
+    status = 200
+    if raw["a"] or raw["b"]:
+        try:
+            for name in ("a", "b"):
+                if not raw[name].isdigit() or int(raw[name]) not in by_number:
+                    raise RewardModelError(name, f"choose version {name.upper()} among this project's versions")
+                chosen[name] = int(raw[name])
+            snapshot = None
+            if raw["snapshot"]:
+                snapshot = next((s for s in snapshots if str(s.pk) == raw["snapshot"]), None)
+                if snapshot is None:
+                    raise RewardModelError("snapshot", "choose one of this project's exports")
+                chosen["snapshot"] = snapshot.pk
+            result = reward_model_versions_compare(
+                a=by_number[chosen["a"]], b=by_number[chosen["b"]], snapshot=snapshot
+            )
+        except RewardModelError as exc:
+            error, status = exc.message, 400
+    context = {
+        "project": project,
+        "versions": versions,
+        "snapshots": snapshots,
+        "chosen": chosen,
+        "result": result,
+        "error": error,
+    }
+    return render(request, "frontend/rewardmodel/compare.html", context, status=status)

@@ -1,0 +1,187 @@
+"""Serializers of the reward-model API: explicit fields only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from annotation.api.serializers import MessagesField, NamedChoiceField
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """A run as listed: state, progress and lineage, without its history."""
+
+    state = NamedChoiceField(enum_name="RewardModelRunStateEnum", choices=RunState.choices, read_only=True)
+    trigger = NamedChoiceField(enum_name="RewardModelRunTriggerEnum", choices=RunTrigger.choices, read_only=True)
+    snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
+    parent_version = serializers.SerializerMethodField()
+    version = serializers.SerializerMethodField()
+    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    config = serializers.DictField(read_only=True)
+    metrics = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = RewardModelRun
+        fields = [
+            "id",
+            "state",
+            "trigger",
+            "progress",
+            "step",
+            "total_steps",
+            "snapshot",
+            "base_model",
+            "parent_version",
+            "version",
+            "config",
+            "metrics",
+            "attempts",
+            "max_attempts",
+            "heartbeat_at",
+            "checkpoint_step",
+            "resumed_from_step",
+            "cancel_requested",
+            "error",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Number of the parent version."))
+    def get_parent_version(self, run: RewardModelRun) -> int | None:
+        return run.parent_version.number if run.parent_version_id else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Number of the version it produced."))
+    def get_version(self, run: RewardModelRun) -> int | None:
+        version = getattr(run, "version", None)
+        return version.number if version is not None else None
+
+
+class RunDetailSerializer(RunSerializer):
+    metrics_history = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text='Points {"kind": "step"|"eval", "step": n, ...metrics}; older step points thinned.',
+    )
+    log_tail = serializers.ListField(child=serializers.CharField(), read_only=True)
+    info = serializers.DictField(read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "info", "metrics_history", "log_tail"]
+        read_only_fields = fields
+
+
+class RunCreateSerializer(serializers.Serializer):
+    snapshot = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Export snapshot id; default: the project's latest succeeded one."
+    )
+    base_model = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=1024,
+        help_text="Checkpoint directory (absolute, or relative to ARTIFACT_ROOT); default: the parent's model, "
+        "else the platform's default base.",
+    )
+    parent_version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Version number this run continues from."
+    )
+    config = serializers.DictField(required=False, help_text="Training options (rewardmodel.train.TrainConfig).")
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    run = serializers.IntegerField(source="run_id", read_only=True)
+    snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
+    parent = serializers.SerializerMethodField()
+    metrics = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = RewardModelVersion
+        fields = [
+            "number",
+            "is_active",
+            "run",
+            "snapshot",
+            "base_model",
+            "parent",
+            "model_dir",
+            "metrics",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_parent(self, version: RewardModelVersion) -> int | None:
+        return version.parent.number if version.parent_id else None
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+                    "required": ["role", "content"],
+                },
+            },
+        ]
+    }
+)
+class PromptField(MessagesField):
+    """A prompt: plain text (one user turn) or a conversation ``[{role, content}, ...]``."""
+
+
+class ScoreItemSerializer(serializers.Serializer):
+    prompt = PromptField()
+    response = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    def validate_prompt(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value:
+            raise serializers.ValidationError("must be a string or a non-empty list of {role, content} messages")
+        for message in value:
+            if (
+                not isinstance(message, dict)
+                or set(message) != {"role", "content"}
+                or not isinstance(message["role"], str)
+                or not isinstance(message["content"], str)
+            ):
+                raise serializers.ValidationError("each message must be exactly {role: string, content: string}")
+        return value
+
+
+class ScoreRequestSerializer(serializers.Serializer):
+    items = ScoreItemSerializer(many=True, allow_empty=False)
+
+
+class ScoreResponseSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    rewards = serializers.ListField(child=serializers.FloatField(), help_text="One per item, in order.")
+
+
+class CompareSideSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    accuracy = serializers.FloatField()
+    mean_margin = serializers.FloatField()
+    reward_mean = serializers.FloatField()
+    reward_std = serializers.FloatField()
+
+
+class CompareSerializer(serializers.Serializer):
+    snapshot = serializers.IntegerField(help_text="The export whose validation pairs were scored.")
+    pairs = serializers.IntegerField(help_text="Pairs scored.")
+    pairs_available = serializers.IntegerField(help_text="Validation pairs in the export (scored: the first ones).")
+    responses = serializers.IntegerField(help_text="Distinct responses scored per version.")
+    a = CompareSideSerializer()
+    b = CompareSideSerializer()
+    agreement = serializers.FloatField(help_text="Share of pairs both versions order the same way.")
+    pearson = serializers.FloatField(allow_null=True, help_text="Correlation of the two versions' rewards.")
+    spearman = serializers.FloatField(allow_null=True)

@@ -1,0 +1,237 @@
+"""API v1: reward-model runs, versions, comparison and scoring (managers of the project only).
+
+Outsiders get 404 (the project does not exist for them), annotators 403. Refusals of the
+services answer ``{detail, code, field}`` with their status, like the work queue's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.api.permissions import IsProjectManager
+from annotation.api.serializers import ErrorSerializer
+from annotation.api.views import ProjectScopedMixin
+from exports.models import ExportSnapshot, ExportState
+from rewardmodel import conf
+from rewardmodel.api import serializers as s
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
+from rewardmodel.services import (
+    RewardModelError,
+    reward_model_run_cancel,
+    reward_model_run_create,
+    reward_model_version_activate,
+    reward_model_versions_compare,
+    score_batch,
+)
+
+_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request, with the field at fault."),
+    403: OpenApiResponse(description="Not a manager of this project."),
+    404: OpenApiResponse(description="No such project, run or version."),
+}
+
+
+class ServiceErrorMixin:
+    """Answers a :class:`RewardModelError` as ``{detail, code, field}`` with its status."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, RewardModelError):
+            return Response({"detail": exc.message, "code": exc.code, "field": exc.field}, status=exc.status)
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class ManagerScoped(ServiceErrorMixin, ProjectScopedMixin):
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    def runs(self) -> QuerySet[RewardModelRun]:
+        if self.is_schema_request():
+            return RewardModelRun.objects.none()
+        return RewardModelRun.objects.filter(project=self.project).select_related(
+            "created_by", "parent_version", "version"
+        )
+
+    def versions(self) -> QuerySet[RewardModelVersion]:
+        if self.is_schema_request():
+            return RewardModelVersion.objects.none()
+        return RewardModelVersion.objects.filter(project=self.project).select_related("parent")
+
+    def version(self, number: Any) -> RewardModelVersion:
+        if number == "active":
+            return get_object_or_404(self.versions(), is_active=True)
+        return get_object_or_404(self.versions(), number=number)
+
+
+def latest_snapshot(project: Any) -> ExportSnapshot:
+    snapshot = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).order_by("-id").first()
+    if snapshot is None:
+        raise RewardModelError("snapshot", "the project has no succeeded export yet: export its preferences first")
+    return snapshot
+
+
+def run_create_from_request(view: ManagerScoped, data: dict[str, Any], *, trigger: str) -> RewardModelRun:
+    """Shared by the API and the web page: resolve ids inside the project, then create."""
+    project = view.project
+    if data.get("snapshot") is None:
+        snapshot = latest_snapshot(project)
+    else:
+        snapshot = ExportSnapshot.objects.filter(project=project, pk=data["snapshot"]).first()
+        if snapshot is None:
+            raise RewardModelError("snapshot", f"no export {data['snapshot']} in this project")
+    parent = None
+    if data.get("parent_version") is not None:
+        parent = RewardModelVersion.objects.filter(project=project, number=data["parent_version"]).first()
+        if parent is None:
+            raise RewardModelError("parent_version", f"no version {data['parent_version']} in this project")
+    with transaction.atomic():
+        return reward_model_run_create(
+            project=project,
+            snapshot=snapshot,
+            config=data.get("config") or {},
+            base_model=data.get("base_model") or None,
+            parent_version=parent,
+            user=view.request.user,
+            trigger=trigger,
+        )
+
+
+class RunListView(ManagerScoped, generics.ListCreateAPIView):
+    """Training runs of the project, newest first. POST queues a new run on the GPU queue (202)."""
+
+    serializer_class = s.RunSerializer
+
+    def get_queryset(self) -> QuerySet[RewardModelRun]:
+        return self.runs()
+
+    @extend_schema(request=s.RunCreateSerializer, responses={202: s.RunSerializer, **_ERRORS})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.RunCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        run = run_create_from_request(self, dict(incoming.validated_data), trigger=RunTrigger.API)
+        return Response(s.RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunDetailView(ManagerScoped, generics.RetrieveAPIView):
+    """One run with its metrics over time and its log tail (poll it for live progress)."""
+
+    serializer_class = s.RunDetailSerializer
+
+    def get_object(self) -> RewardModelRun:
+        return get_object_or_404(self.runs(), pk=self.kwargs["run_id"])
+
+
+class RunCancelView(ManagerScoped, APIView):
+    """Cancel a run: a queued run at once, a running one at its next training step."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.RunSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="Already finished."),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        run = get_object_or_404(self.runs(), pk=run_id)
+        run = reward_model_run_cancel(run=run)
+        return Response(s.RunSerializer(self.runs().get(pk=run.pk)).data)
+
+
+class VersionListView(ManagerScoped, generics.ListAPIView):
+    """Registered versions of the project, newest first, with lineage and validation metrics."""
+
+    serializer_class = s.VersionSerializer
+
+    def get_queryset(self) -> QuerySet[RewardModelVersion]:
+        return self.versions()
+
+
+class VersionDetailView(ManagerScoped, generics.RetrieveAPIView):
+    serializer_class = s.VersionSerializer
+
+    def get_object(self) -> RewardModelVersion:
+        return self.version(self.kwargs["number"])
+
+
+class VersionActivateView(ManagerScoped, APIView):
+    """Make this version the project's active one (what PPO rounds score with)."""
+
+    @extend_schema(request=None, responses={200: s.VersionSerializer, **_ERRORS})
+    def post(self, request: Request, project_id: int, number: int) -> Response:
+        version = reward_model_version_activate(version=self.version(number))
+        return Response(s.VersionSerializer(self.versions().get(pk=version.pk)).data)
+
+
+class VersionScoreView(ManagerScoped, APIView):
+    """Rewards of a batch of (prompt, response) items under one version (``active`` for the active one)."""
+
+    @extend_schema(
+        request=s.ScoreRequestSerializer,
+        responses={
+            200: s.ScoreResponseSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The model's files are missing."),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request, project_id: int, number: Any = "active") -> Response:
+        version = self.version(number)
+        items = request.data.get("items") if isinstance(request.data, dict) else None
+        limit = conf.score_max_items()
+        if isinstance(items, list) and len(items) > limit:
+            raise RewardModelError("items", f"at most {limit} items per request, got {len(items)}")
+        incoming = s.ScoreRequestSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        pairs = [(item["prompt"], item["response"]) for item in incoming.validated_data["items"]]
+        max_chars = conf.score_max_chars()
+        for i, (prompt, response) in enumerate(pairs):
+            size = len(response) + (len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt))
+            if size > max_chars:
+                raise RewardModelError(
+                    f"items[{i}]", f"prompt and response hold {size} characters; at most {max_chars}"
+                )
+        rewards = score_batch(version, pairs)
+        return Response({"version": version.number, "rewards": rewards})
+
+
+class VersionCompareView(ManagerScoped, APIView):
+    """Score one validation set with two versions: accuracy of each, agreement, reward correlation."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("a", OpenApiTypes.INT, required=True, description="Version number."),
+            OpenApiParameter("b", OpenApiTypes.INT, required=True, description="Version number."),
+            OpenApiParameter(
+                "snapshot", OpenApiTypes.INT, description="Export whose validation pairs to use (default: newer's)."
+            ),
+        ],
+        responses={200: s.CompareSerializer, **_ERRORS},
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        numbers = {}
+        for name in ("a", "b"):
+            raw = request.query_params.get(name)
+            if raw is None or not raw.isdigit():
+                raise RewardModelError(name, "give a version number")
+            numbers[name] = int(raw)
+        a = self.versions().filter(number=numbers["a"]).first()
+        b = self.versions().filter(number=numbers["b"]).first()
+        for name, version in (("a", a), ("b", b)):
+            if version is None:
+                raise RewardModelError(name, f"no version {numbers[name]} in this project")
+        snapshot = None
+        raw = request.query_params.get("snapshot")
+        if raw:
+            snapshot = ExportSnapshot.objects.filter(project=self.project, pk=raw if raw.isdigit() else -1).first()
+            if snapshot is None:
+                raise RewardModelError("snapshot", f"no export {raw} in this project")
+        return Response(reward_model_versions_compare(a=a, b=b, snapshot=snapshot))

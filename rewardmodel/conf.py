@@ -1,0 +1,117 @@
+"""Settings of the rewardmodel app, read from ``django.conf.settings`` with defaults.
+
+Read at call time (not import time), so that tests can shorten the timeouts with the
+``settings`` fixture and a worker subprocess can be given them through its environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _get(name: str, default: Any) -> Any:
+    if hasattr(settings, name):
+        return getattr(settings, name)
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean")
+    if isinstance(default, int | float):
+        try:
+            value = type(default)(raw)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+        if value < 0:
+            raise ImproperlyConfigured(f"{name}={raw!r} must not be negative")
+        return value
+    return raw
+
+
+def heartbeat_stale_seconds() -> float:
+    """A running run whose heartbeat is older than this is considered dead and is reaped."""
+    return float(_get("REWARDMODEL_HEARTBEAT_STALE_SECONDS", 300.0))
+
+
+def progress_interval_seconds() -> float:
+    """Least time between two progress/heartbeat writes (and cancel polls) of a training run."""
+    return float(_get("REWARDMODEL_PROGRESS_INTERVAL_SECONDS", 2.0))
+
+
+def max_attempts() -> int:
+    """How many times a run is started before a lost worker fails it for good."""
+    return int(_get("REWARDMODEL_MAX_ATTEMPTS", 3))
+
+
+def queue() -> str:
+    """The Celery queue training messages go to (``gpu``; tests use a private one)."""
+    return str(_get("REWARDMODEL_QUEUE", "gpu"))
+
+
+def default_base_model() -> str:
+    """Base checkpoint when a run names none and has no parent (a path)."""
+    return str(_get("REWARDMODEL_DEFAULT_BASE_MODEL", ""))
+
+
+def base_model_roots() -> list[Path]:
+    """Directories a base model must lie under (ARTIFACT_ROOT always qualifies); empty: anywhere.
+
+    ``REWARDMODEL_BASE_MODEL_ROOTS`` is a list of paths (``os.pathsep``-separated in the
+    environment). Set it in production so that a manager cannot point training at an
+    arbitrary directory of the worker's file system.
+    """
+    value = _get("REWARDMODEL_BASE_MODEL_ROOTS", "")
+    if isinstance(value, str):
+        value = [part for part in value.split(os.pathsep) if part]
+    return [Path(p) for p in value]
+
+
+def history_max_points() -> int:
+    """Metric points kept per run; older step points are thinned beyond this."""
+    return int(_get("REWARDMODEL_HISTORY_MAX_POINTS", 2000))
+
+
+def log_tail_lines() -> int:
+    return int(_get("REWARDMODEL_LOG_TAIL_LINES", 200))
+
+
+def scorer_cache_size() -> int:
+    """Reward models kept loaded per process for the scoring API."""
+    return int(_get("REWARDMODEL_SCORER_CACHE_SIZE", 2))
+
+
+def score_max_items() -> int:
+    return int(_get("REWARDMODEL_SCORE_MAX_ITEMS", 256))
+
+
+def score_max_chars() -> int:
+    """Most characters of one prompt (all turns) plus response in a scoring request."""
+    return int(_get("REWARDMODEL_SCORE_MAX_CHARS", 32_000))
+
+
+def compare_max_pairs() -> int:
+    """Validation pairs scored when two versions are compared (the first ones, in file order)."""
+    return int(_get("REWARDMODEL_COMPARE_MAX_PAIRS", 2000))
+
+
+def device() -> str:
+    """Torch device of training and scoring in this process: auto, cpu, cuda, cuda:1, ..."""
+    return str(_get("REWARDMODEL_DEVICE", "auto"))
+
+
+def artifact_root() -> Path:
+    return Path(settings.ARTIFACT_ROOT)
+
+
+def rewardmodels_root() -> Path:
+    return artifact_root() / "rewardmodels"

@@ -1,0 +1,175 @@
+"""``manage.py train_reward_model --project N [--snapshot ID | --latest] [--base PATH] ...``.
+
+Creates a reward-model run. By default it is queued for a GPU worker and the command
+prints its id; ``--wait`` then follows it with a progress bar until it finishes;
+``--inline`` trains here, in this process, with a progress bar (the run row is written
+just as a worker would write it, so the web UI follows it too).
+
+Training options come from ``--config '{"epochs": 2}'`` and/or repeated
+``--set key=value`` (values read as JSON when they parse, as text otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from annotation.models import Project
+from exports.models import ExportSnapshot, ExportState
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
+from rewardmodel.services import RewardModelError, reward_model_run_create
+
+
+def parse_options(config_json: str | None, assignments: list[str]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if config_json:
+        try:
+            config = json.loads(config_json)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--config is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise CommandError("--config must be a JSON object")
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set {assignment!r}: expected key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        config[key.strip()] = value
+    return config
+
+
+class Command(BaseCommand):
+    help = "Train a reward model of a project from an export snapshot (queued for a GPU worker, or --inline)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--project", type=int, required=True, help="project id")
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("--snapshot", type=int, help="export snapshot id")
+        which.add_argument("--latest", action="store_true", help="the latest succeeded export (the default)")
+        parser.add_argument("--base", help="base checkpoint directory (default: the parent's model, else the default)")
+        parser.add_argument("--parent", type=int, metavar="VERSION", help="version number this run continues from")
+        parser.add_argument("--config", help="training options as a JSON object")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one option; repeatable")
+        parser.add_argument("--wait", action="store_true", help="follow the queued run until it finishes")
+        parser.add_argument("--inline", action="store_true", help="train in this process instead of on a worker")
+        parser.add_argument("--poll-seconds", type=float, default=2.0, help="how often --wait reads the run")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = Project.objects.filter(pk=options["project"]).first()
+        if project is None:
+            raise CommandError(f"project {options['project']} does not exist")
+        snapshots = ExportSnapshot.objects.filter(project=project)
+        if options["snapshot"] is not None:
+            snapshot = snapshots.filter(pk=options["snapshot"]).first()
+            if snapshot is None:
+                raise CommandError(f"export {options['snapshot']} is not an export of project {project.pk}")
+        else:
+            snapshot = snapshots.filter(state=ExportState.SUCCEEDED).order_by("-id").first()
+            if snapshot is None:
+                raise CommandError(f"project {project.pk} has no succeeded export: run export_snapshot first")
+        parent = None
+        if options["parent"] is not None:
+            parent = RewardModelVersion.objects.filter(project=project, number=options["parent"]).first()
+            if parent is None:
+                raise CommandError(f"project {project.pk} has no version {options['parent']}")
+        config = parse_options(options["config"], options["set"])
+        try:
+            with transaction.atomic():
+                run = reward_model_run_create(
+                    project=project,
+                    snapshot=snapshot,
+                    config=config,
+                    base_model=options["base"],
+                    parent_version=parent,
+                    trigger=RunTrigger.CLI,
+                    send=not options["inline"],
+                )
+        except RewardModelError as exc:
+            raise CommandError(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
+        self.stdout.write(f"run {run.pk}: {run.base_model} on export {snapshot.pk}")
+        if options["inline"]:
+            self._inline(run)
+        elif options["wait"]:
+            self._wait(run, options["poll_seconds"])
+        else:
+            self.stdout.write(
+                f"queued on the GPU queue; follow it with: manage.py reward_models --project {project.pk}"
+            )
+
+    def _inline(self, run: RewardModelRun) -> None:
+        from rewardmodel.jobs import RunRecorder, reward_model_run_execute
+
+        stream = self.stderr
+
+        class ProgressRecorder(RunRecorder):
+            """The row's recorder plus a tqdm bar and the log on the terminal."""
+
+            bar: Any = None
+
+            def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+                from tqdm import tqdm
+
+                super().on_start(total_steps, info)
+                self.bar = tqdm(
+                    total=total_steps, initial=self.step, desc=f"run {self.run_id}", unit="step", file=sys.stderr
+                )
+
+            def on_step(self, step: int, total_steps: int, metrics: dict[str, Any]) -> None:
+                super().on_step(step, total_steps, metrics)
+                if self.bar is not None:
+                    self.bar.update(step - self.bar.n)
+                    self.bar.set_postfix(
+                        loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', 0):.3f}"
+                    )
+
+            def log(self, line: str) -> None:
+                super().log(line)
+                if self.bar is not None:
+                    self.bar.write(str(line), file=sys.stderr)
+                else:
+                    stream.write(str(line))
+
+        try:
+            reward_model_run_execute(run_id=run.pk, recorder_class=ProgressRecorder)
+        except KeyboardInterrupt:
+            # The row stays running with a stopping heartbeat: the reaper hands it to a worker.
+            raise CommandError(f"interrupted; run {run.pk} resumes from its checkpoint when reaped") from None
+        self._report(RewardModelRun.objects.get(pk=run.pk))
+
+    def _wait(self, run: RewardModelRun, poll_seconds: float) -> None:
+        from tqdm import tqdm
+
+        bar = None
+        try:
+            while True:
+                run.refresh_from_db()
+                if run.total_steps and bar is None:
+                    bar = tqdm(total=run.total_steps, desc=f"run {run.pk}", unit="step", file=sys.stderr)
+                if bar is not None:
+                    bar.update(run.step - bar.n)
+                if run.is_finished:
+                    break
+                time.sleep(max(0.1, poll_seconds))
+        finally:
+            if bar is not None:
+                bar.close()
+        self._report(run)
+
+    def _report(self, run: RewardModelRun) -> None:
+        if run.state == RunState.SUCCEEDED:
+            version = run.version
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in version.metrics.items() if isinstance(v, int | float))
+            self.stdout.write(self.style.SUCCESS(f"v{version.number} registered: {metrics}"))
+            self.stdout.write(f"model: {version.model_dir}")
+            return
+        for line in run.log_tail[-10:]:
+            self.stderr.write(line)
+        raise CommandError(f"run {run.pk} {run.state}: {run.error or 'no error recorded'}")

@@ -1,0 +1,140 @@
+"""A manager trains, follows, compares and activates reward models in a real Chromium.
+
+The "GPU worker" is a thread of the test process that runs the real job
+(``rewardmodel.jobs.reward_model_run_execute``) when the run's message would be sent, so
+the page's live progress bar and curves follow a training that is really happening.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from annotation.models import Membership, Role
+from rewardmodel import jobs, services
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState
+from tests.e2e.conftest import UI
+from tests.factories import ProjectFactory, UserFactory
+from tests.rewardmodel.test_services import rule_project, rule_snapshot
+from tests.rewardmodel.tiny import build_gpt2
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+
+def wait_until(ui: UI, expression: str, timeout: float) -> None:
+    """Poll a page expression from Python: wait_for_function would eval in the page, which the CSP forbids."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ui.page.evaluate(expression):
+            return
+        time.sleep(0.2)
+    ui.shot("timeout")
+    pytest.fail(f"timed out waiting for {expression}")
+
+
+@pytest.fixture
+def worker_thread(monkeypatch, settings, tmp_path) -> list[threading.Thread]:
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.REWARDMODEL_PROGRESS_INTERVAL_SECONDS = 0.2
+    started: list[threading.Thread] = []
+
+    def run_job(run_id: int) -> None:
+        try:
+            jobs.reward_model_run_execute(run_id=run_id, worker_id=f"browser-test-worker:{run_id}")
+        finally:
+            connection.close()
+
+    def send(run_id: int) -> None:
+        thread = threading.Thread(target=run_job, args=(run_id,), daemon=True)
+        thread.start()
+        started.append(thread)
+
+    monkeypatch.setattr(services, "reward_model_run_send", send)
+    yield started
+    for thread in started:
+        thread.join(timeout=120)
+
+
+def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: Any, tmp_path) -> None:
+    base = build_gpt2(tmp_path / "base")
+    project = ProjectFactory(name="Helpfulness RM")
+    rule_project(64, project=project)
+    snapshot = rule_snapshot(project)
+    manager = UserFactory(username="rm-browser-manager")
+    Membership.objects.create(project=project, user=manager, role=Role.MANAGER)
+    annotator = UserFactory(username="rm-browser-annotator")
+    Membership.objects.create(project=project, user=annotator, role=Role.ANNOTATOR)
+
+    ui.login(manager.username)
+    ui.goto(f"/projects/{project.pk}/reward-models/")
+    ui.page.wait_for_selector("#train-form")
+    assert "No version yet" in ui.page.inner_text("#versions-h + p")
+    ui.shot("empty")
+
+    ui.page.select_option("#id_snapshot", str(snapshot.pk))
+    ui.page.fill("#id_base_model", str(base))
+    ui.page.fill("#id_epochs", "3")
+    ui.page.fill("#id_learning_rate", "0.001")
+    ui.page.click("summary")
+    ui.page.fill("#id_groups_per_batch", "1")
+    ui.page.fill("#id_max_length", "48")
+    ui.page.check("#id_margin")
+    ui.shot("form")
+    ui.page.click("#start-run")
+    ui.page.wait_for_url(f"**/projects/{project.pk}/reward-models/runs/*/")
+    run = RewardModelRun.objects.get()
+    assert run.config["margin"] is True and run.config["epochs"] == 3
+
+    # Live: the bar and the curves move while the worker trains.
+    wait_until(ui, "document.getElementById('run-progress').value > 0.1", 60)
+    ui.page.wait_for_selector("#loss-chart svg")
+    ui.shot("training")
+    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('succeeded')", 120)
+    ui.page.wait_for_selector("#accuracy-chart svg")
+    assert ui.page.inner_text("#run-result") == "v1"
+    assert "registered as v1" in ui.page.inner_text("#run-log")
+    assert ui.page.eval_on_selector("#run-progress", "el => el.value") == 1
+    ui.shot("finished")
+
+    # A second version, from the same page, continuing from v1.
+    ui.goto(f"/projects/{project.pk}/reward-models/")
+    ui.page.select_option("#id_parent_version", "1")
+    ui.page.fill("#id_epochs", "1")
+    ui.page.fill("#id_learning_rate", "0.001")
+    ui.page.click("#start-run")
+    ui.page.wait_for_url(f"**/projects/{project.pk}/reward-models/runs/*/")
+    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('succeeded')", 120)
+    second = RewardModelRun.objects.get(version__number=2)
+    assert second.parent_version.number == 1 and second.base_model.endswith("/model")
+
+    ui.goto(f"/projects/{project.pk}/reward-models/")
+    rows = ui.page.inner_text("#versions")
+    assert "v1 active" in rows.replace("\n", " ").replace("\t", " ") or "active" in rows
+    ui.shot("versions")
+
+    ui.goto(f"/projects/{project.pk}/reward-models/compare/")
+    ui.page.select_option("#compare-a", "1")
+    ui.page.select_option("#compare-b", "2")
+    ui.page.click("#compare-run")
+    ui.page.wait_for_selector("#compare-result")
+    agreement = float(ui.page.inner_text("#compare-agreement"))
+    assert 0.0 <= agreement <= 1.0
+    ui.shot("compare")
+
+    ui.goto(f"/projects/{project.pk}/reward-models/")
+    ui.page.click("#activate-2")
+    ui.page.wait_for_selector("text=v2 is now the active reward model")
+    assert RewardModelVersion.objects.get(is_active=True).number == 2
+    ui.shot("activated")
+    ui.assert_clean()
+
+    # An annotator of the project is refused; the page says so rather than showing anything.
+    ui.page.context.clear_cookies()
+    ui.login(annotator.username)
+    response = ui.goto(f"/projects/{project.pk}/reward-models/")
+    assert response.status == 403
+    assert RewardModelRun.objects.filter(state=RunState.SUCCEEDED).count() == 2

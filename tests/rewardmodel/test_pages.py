@@ -1,0 +1,174 @@
+"""The reward-model manager pages: personas, the train form, cancel, activate, compare, escaping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from rewardmodel import jobs
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState
+from tests.rewardmodel import test_services as shared
+from tests.rewardmodel.test_services import FAST, rule_project, rule_snapshot
+
+pytestmark = pytest.mark.django_db
+sent = shared.sent
+tiny_base = shared.tiny_base
+
+
+@pytest.fixture(autouse=True)
+def artifacts(settings, tmp_path):
+    from rewardmodel.services import scorer_cache
+
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.REWARDMODEL_PROGRESS_INTERVAL_SECONDS = 0.0
+    scorer_cache.clear()
+
+
+@pytest.fixture
+def exported(project, manager):
+    rule_project(24, project=project)
+    return rule_snapshot(project)
+
+
+@pytest.fixture
+def trained(project, exported, tiny_base):
+    versions = []
+    for seed in (0, 1):
+        run = RewardModelRun.objects.create(
+            project=project,
+            snapshot=exported,
+            base_model=str(tiny_base),
+            config={**FAST, "seed": seed},
+            output_dir=f"rewardmodels/p/run-{seed}",
+        )
+        versions.append(jobs.reward_model_run_execute(run_id=run.pk, worker_id="w"))
+    return versions
+
+
+def as_user(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_personas_on_every_page(project, manager, annotator, outsider, trained):
+    run_id = trained[0].run_id
+    pages = [
+        ("get", reverse("rewardmodel-list", args=[project.pk])),
+        ("post", reverse("rewardmodel-list", args=[project.pk])),
+        ("get", reverse("rewardmodel-runs-json", args=[project.pk])),
+        ("get", reverse("rewardmodel-run", args=[project.pk, run_id])),
+        ("post", reverse("rewardmodel-run-cancel", args=[project.pk, run_id])),
+        ("post", reverse("rewardmodel-activate", args=[project.pk, 2])),
+        ("get", reverse("rewardmodel-compare", args=[project.pk]) + "?a=1&b=2"),
+    ]
+    for method, url in pages:
+        assert getattr(as_user(outsider), method)(url).status_code == 404, url
+        assert getattr(as_user(annotator), method)(url).status_code == 403, url
+        anonymous = getattr(Client(), method)(url)
+        assert anonymous.status_code == 302 and "/accounts/login/" in anonymous["Location"], url
+        assert getattr(as_user(manager), method)(url).status_code in (200, 302), url
+    assert RewardModelVersion.objects.get(is_active=True).number == 2  # only the manager's POST took effect
+
+
+def test_list_shows_versions_runs_and_a_strict_csp(project, manager, trained):
+    response = as_user(manager).get(reverse("rewardmodel-list", args=[project.pk]))
+    body = response.content.decode()
+    assert "v1" in body and "v2" in body and "active" in body
+    assert 'id="train-form"' in body and 'type="module"' in body and "rewardmodel.js" in body
+    assert "<progress" in body
+    policy = response["Content-Security-Policy"]
+    assert "unsafe-inline" not in policy and "'nonce-" in policy
+    data = json.loads(as_user(manager).get(reverse("rewardmodel-runs-json", args=[project.pk])).content)
+    assert {r["state"] for r in data["runs"]} == {"succeeded"} and {r["version"] for r in data["runs"]} == {1, 2}
+
+
+def test_the_train_form_queues_a_run(project, manager, exported, tiny_base, sent, django_capture_on_commit_callbacks):
+    form = {
+        "snapshot": exported.pk,
+        "base_model": str(tiny_base),
+        "epochs": 2,
+        "learning_rate": "0.001",
+        "groups_per_batch": 4,
+        "max_length": 64,
+        "center_coefficient": "0.01",
+        "lora_r": "",
+        "seed": 7,
+        "margin": "on",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_user(manager).post(reverse("rewardmodel-list", args=[project.pk]), form)
+    run = RewardModelRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("rewardmodel-run", args=[project.pk, run.pk])
+    assert run.trigger == "ui" and run.config["margin"] is True and run.config["soft_labels"] is False
+    assert run.config["epochs"] == 2 and run.config["center_coefficient"] == 0.01 and run.config["seed"] == 7
+    assert sent == [((), {"args": [run.pk], "queue": "gpu"})]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [({"epochs": 0}, "greater than or equal to 1"), ({"base_model": "/nowhere"}, "no config.json")],
+)
+def test_a_bad_train_form_starts_nothing_and_says_why(project, manager, exported, tiny_base, change, needle):
+    form = {"snapshot": exported.pk, "base_model": str(tiny_base), "epochs": 1, "learning_rate": "0.001"}
+    form.update({"groups_per_batch": 4, "max_length": 64, "center_coefficient": 0, "seed": 0, **change})
+    response = as_user(manager).post(reverse("rewardmodel-list", args=[project.pk]), form)
+    assert response.status_code == 400 and needle in response.content.decode()
+    assert not RewardModelRun.objects.exists()
+
+
+def test_run_page_shows_curves_data_log_and_cancel(project, manager, exported, tiny_base, trained, sent):
+    run = trained[0].run
+    body = as_user(manager).get(reverse("rewardmodel-run", args=[project.pk, run.pk])).content.decode()
+    assert 'id="loss-chart"' in body and 'id="accuracy-chart"' in body and 'id="rm-run-data"' in body
+    assert "registered as v1" in body and "Cancel run" not in body  # finished: nothing to cancel
+    queued = RewardModelRun.objects.create(project=project, snapshot=exported, base_model=str(tiny_base), config=FAST)
+    page = as_user(manager).get(reverse("rewardmodel-run", args=[project.pk, queued.pk])).content.decode()
+    assert "Cancel run" in page
+    response = as_user(manager).post(reverse("rewardmodel-run-cancel", args=[project.pk, queued.pk]))
+    assert response.status_code == 302
+    queued.refresh_from_db()
+    assert queued.state == RunState.CANCELLED
+
+
+def test_user_text_is_escaped(project, manager, exported, tiny_base):
+    run = RewardModelRun.objects.create(
+        project=project,
+        snapshot=exported,
+        base_model=str(tiny_base),
+        state=RunState.FAILED,
+        error="ValueError: <script>alert(1)</script>",
+        log_tail=["<img src=x onerror=alert(2)>"],
+        finished_at=run_time(),
+    )
+    body = as_user(manager).get(reverse("rewardmodel-run", args=[project.pk, run.pk])).content.decode()
+    assert "<script>alert(1)</script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<img src=x" not in body
+    listing = as_user(manager).get(reverse("rewardmodel-list", args=[project.pk])).content.decode()
+    assert "<script>alert(1)</script>" not in listing
+
+
+def run_time():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def test_compare_page(project, manager, trained):
+    client = as_user(manager)
+    page = client.get(reverse("rewardmodel-compare", args=[project.pk]))
+    assert page.status_code == 200 and 'id="compare-form"' in page.content.decode()
+    result = client.get(reverse("rewardmodel-compare", args=[project.pk]) + "?a=1&b=2").content.decode()
+    assert 'id="compare-result"' in result and "v1 vs v2" in result and "Agreement" in result
+    bad = client.get(reverse("rewardmodel-compare", args=[project.pk]) + "?a=1&b=9")
+    assert bad.status_code == 400 and "choose version B" in bad.content.decode()
+
+
+def test_activate_from_the_page(project, manager, trained):
+    response = as_user(manager).post(reverse("rewardmodel-activate", args=[project.pk, 2]))
+    assert response.status_code == 302
+    assert RewardModelVersion.objects.get(is_active=True).number == 2
+    assert as_user(manager).get(reverse("rewardmodel-activate", args=[project.pk, 1])).status_code == 405
