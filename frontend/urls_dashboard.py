@@ -1,3 +1,20 @@
-from django.urls import path  # noqa: F401
+"""Manager pages: the agreement dashboard and the export snapshots page (frontend/views_dashboard.py)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from frontend import views_dashboard
+
+urlpatterns = [
+    path("projects/<int:project_id>/dashboard/", views_dashboard.project_dashboard, name="project-dashboard"),
+    path("projects/<int:project_id>/exports/", views_dashboard.project_exports, name="project-exports"),
+    path(
+        "projects/<int:project_id>/exports/<int:export_id>/cancel/",
+        views_dashboard.project_export_cancel,
+        name="project-export-cancel",
+    ),
+    path(
+        "projects/<int:project_id>/exports/table/",
+        views_dashboard.project_exports_table,
+        name="project-exports-table",
+    ),
+]

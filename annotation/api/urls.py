@@ -34,9 +34,30 @@ urlpatterns += [
         export_views.ExportFileView.as_view(),
         name="api-export-file",
     ),
+    path(
+        "projects/<int:project_id>/exports/<int:export_id>/cancel/",
+        export_views.ExportCancelView.as_view(),
+        name="api-export-cancel",
+    ),
 ]
 
 # Reward-model runs, versions and scoring (the rewardmodel app).
 from django.urls import include  # noqa: E402
 
 urlpatterns += [path("", include("rewardmodel.api.urls"))]
+
+# Dashboard data: agreement trend and the export threshold preview (annotation/api/dashboard_views.py).
+from annotation.api import dashboard_views  # noqa: E402
+
+urlpatterns += [
+    path(
+        "projects/<int:project_id>/agreement/trend/",
+        dashboard_views.TrendView.as_view(),
+        name="api-agreement-trend",
+    ),
+    path(
+        "projects/<int:project_id>/exports/preview/",
+        dashboard_views.ExportPreviewView.as_view(),
+        name="api-export-preview",
+    ),
+]
