@@ -41,13 +41,14 @@ import pyarrow.parquet as pq
 FORMAT = "arpad-export/1"
 SPLITS: tuple[str, ...] = ("train", "validation")
 PARQUET_ROW_GROUP = 2_000
+_WRITE_BUFFER = 1 << 20
 
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 PAIR_SCHEMA = pa.schema(
     [
-        ("prompt", pa.list_(_MESSAGE)),
-        ("chosen", pa.list_(_MESSAGE)),
-        ("rejected", pa.list_(_MESSAGE)),
+        ("prompt", pa.list_(MESSAGE_TYPE)),
+        ("chosen", pa.list_(MESSAGE_TYPE)),
+        ("rejected", pa.list_(MESSAGE_TYPE)),
         ("group_id", pa.int64()),
         ("prompt_id", pa.string()),
         ("chosen_id", pa.int64()),
@@ -117,7 +118,7 @@ class JsonLines:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[bytes] = open(path, "xb")  # noqa: SIM115 (closed by close())
+        self._handle: IO[bytes] = open(path, "xb", buffering=_WRITE_BUFFER)  # noqa: SIM115 (closed by close())
         self._digest = hashlib.sha256()
         self.rows = 0
         self.bytes = 0
@@ -130,6 +131,13 @@ class JsonLines:
         self._handle.write(data)
         self._digest.update(data)
         self.rows += 1
+        self.bytes += len(data)
+
+    def write_block(self, data: bytes, rows: int) -> None:
+        """Write ``rows`` lines at once, already encoded as :func:`json_line` would (ending in a newline)."""
+        self._handle.write(data)
+        self._digest.update(data)
+        self.rows += rows
         self.bytes += len(data)
 
     def close(self) -> dict[str, Any]:
@@ -145,22 +153,55 @@ class ParquetPairs:
         self._writer = pq.ParquetWriter(path, PAIR_SCHEMA, compression="zstd")
         self._row_group = row_group
         self._buffer: dict[str, list[Any]] = {name: [] for name in PAIR_COLUMNS}
+        self._tables: list[pa.Table] = []
+        self._pending = 0
         self.rows = 0
 
     def write(self, row: dict[str, Any]) -> None:
         for name in PAIR_COLUMNS:
             self._buffer[name].append(row[name])
         self.rows += 1
-        if len(self._buffer["group_id"]) >= self._row_group:
-            self._flush()
+        if self._pending + len(self._buffer["group_id"]) >= self._row_group:
+            self._drain(final=False)
 
-    def _flush(self) -> None:
+    def write_table(self, table: pa.Table) -> None:
+        """Append many rows at once (schema ``PAIR_SCHEMA``); row groups stay ``row_group`` rows each.
+
+        Rows are cut into the same row groups as row-by-row :meth:`write` would make, so the
+        file's bytes do not depend on how the rows were handed in.
+        """
+        if table.num_rows == 0:
+            return
+        self._move_buffer()
+        self._tables.append(table)
+        self._pending += table.num_rows
+        self.rows += table.num_rows
+        if self._pending >= self._row_group:
+            self._drain(final=False)
+
+    def _move_buffer(self) -> None:
+        """Turn rows given one by one into a pending table (keeping their order with tables)."""
         if self._buffer["group_id"]:
-            self._writer.write_table(pa.Table.from_pydict(self._buffer, schema=PAIR_SCHEMA))
+            self._tables.append(pa.Table.from_pydict(self._buffer, schema=PAIR_SCHEMA))
+            self._pending += len(self._buffer["group_id"])
             self._buffer = {name: [] for name in PAIR_COLUMNS}
 
+    def _drain(self, *, final: bool) -> None:
+        """Write every full row group pending (and, when ``final``, the last short one)."""
+        self._move_buffer()
+        if not self._pending:
+            return
+        pending = pa.concat_tables(self._tables)
+        end = self._pending if final else (self._pending // self._row_group) * self._row_group
+        for start in range(0, end, self._row_group):
+            piece = pending.slice(start, min(self._row_group, end - start))
+            self._writer.write_table(piece.combine_chunks(), row_group_size=self._row_group)
+        rest = pending.slice(end)
+        self._tables = [rest] if rest.num_rows else []
+        self._pending = rest.num_rows
+
     def close(self) -> dict[str, Any]:
-        self._flush()
+        self._drain(final=True)
         self._writer.close()
         return file_info(self.path, rows=self.rows)
 
@@ -192,6 +233,18 @@ class Batches:
             self.oversized += 1
         for row in rows:
             self._current.write_line(row)
+
+    def add_block(self, data: bytes, rows: int) -> None:
+        """Add one group's ``rows`` pair rows, already encoded and joined (the bytes of pairs.jsonl)."""
+        if rows <= 0:
+            return
+        if self._current is not None and self._current.rows + rows > self.max_pairs:
+            self._close_current()
+        if self._current is None:
+            self._current = JsonLines(self.root / self._name())
+        if rows > self.max_pairs:
+            self.oversized += 1
+        self._current.write_block(data, rows)
 
     def _close_current(self) -> None:
         if self._current is not None:

@@ -22,6 +22,11 @@ class ExportState(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATES = (ExportState.SUCCEEDED, ExportState.FAILED, ExportState.CANCELLED)
+"""States that never change again."""
 
 
 class ExportSnapshot(models.Model):
@@ -34,6 +39,13 @@ class ExportSnapshot(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     errors = models.JSONField(default=list, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Names the current run: a run writes progress and its result only while the token is
+    # still its own, so a run that was reaped (or cancelled) and started again by another
+    # delivery can never finish the snapshot a second time.
+    run_token = models.CharField(max_length=32, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     counts = models.JSONField(default=dict, blank=True)
     # sha256 over the manifest's hashed part (parameters, source state, counts, file hashes).
     content_hash = models.CharField(max_length=64, blank=True)
@@ -63,7 +75,7 @@ class ExportSnapshot(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.state in (ExportState.SUCCEEDED, ExportState.FAILED)
+        return self.state in FINISHED_STATES
 
     @property
     def file_names(self) -> list[str]:

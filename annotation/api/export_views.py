@@ -2,7 +2,9 @@
 
 ``POST /projects/{id}/exports/`` queues a snapshot (202) for a worker on the default queue;
 ``GET`` lists them, ``GET .../exports/{export_id}/`` shows one with its manifest, and
-``GET .../exports/{export_id}/files/{name}`` streams one of its files as an attachment.
+``GET .../exports/{export_id}/files/{name}`` streams one of its files as an attachment,
+and ``POST .../exports/{export_id}/cancel/`` cancels a queued or running one (a running
+worker stops at its next chunk; 409 when the snapshot had already finished).
 Outsiders get 404 (the project does not exist for them), annotators 403.
 """
 
@@ -31,7 +33,12 @@ from annotation.api.serializers import ErrorSerializer, NamedChoiceField
 from annotation.api.views import ProjectScopedMixin
 from exports.models import ExportSnapshot, ExportState
 from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS, InvalidParams
-from exports.services import export_snapshot_create, export_snapshot_fail, snapshot_directory
+from exports.services import (
+    export_snapshot_cancel,
+    export_snapshot_create,
+    export_snapshot_fail,
+    snapshot_directory,
+)
 from exports.tasks import run_export_snapshot
 
 logger = logging.getLogger(__name__)
@@ -232,3 +239,33 @@ class ExportFileView(ProjectScopedMixin, APIView):
             filename=download_name,
             content_type=_CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"),
         )
+
+
+class ExportCancelView(ProjectScopedMixin, APIView):
+    """Cancel a queued or running snapshot (managers only): it never publishes files."""
+
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: ExportSnapshotSerializer,
+            404: OpenApiResponse(description="No such snapshot in this project."),
+            409: OpenApiResponse(ErrorSerializer, description="The snapshot had finished (code already_finished)."),
+        },
+    )
+    def post(self, request: Request, project_id: int, export_id: int) -> Response:
+        snapshot = get_object_or_404(ExportSnapshot.objects.filter(project=self.project), pk=export_id)
+        if not export_snapshot_cancel(snapshot_id=snapshot.pk, user=request.user):
+            snapshot.refresh_from_db()
+            return Response(
+                {
+                    "detail": f"This export is {snapshot.state}: it can no longer be cancelled.",
+                    "code": "already_finished",
+                    "field": None,
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
+        snapshot.refresh_from_db()
+        context = {"request": request, "view": self}
+        return Response(ExportSnapshotSerializer(snapshot, context=context).data, status=status.HTTP_200_OK)

@@ -202,3 +202,57 @@ def test_the_schema_lists_the_export_endpoints(manager):
     paths = schema.json()["paths"]
     assert "/api/v1/projects/{project_id}/exports/" in paths
     assert "/api/v1/projects/{project_id}/exports/{export_id}/files/{name}" in paths
+
+
+class TestCancel:
+    def url(self, snapshot: ExportSnapshot) -> str:
+        return f"{API}/projects/{snapshot.project_id}/exports/{snapshot.pk}/cancel/"
+
+    def test_the_manager_cancels_a_queued_export_and_the_message_then_does_nothing(
+        self, judged, manager, sent, django_capture_on_commit_callbacks
+    ):
+        client = client_for(manager)
+        with django_capture_on_commit_callbacks(execute=True):
+            created = client.post(f"{API}/projects/{judged.pk}/exports/", {}, format="json").json()
+        snapshot = ExportSnapshot.objects.get(pk=created["id"])
+        response = client.post(self.url(snapshot))
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["state"] == "cancelled" and body["errors"] == [{"message": "cancelled by manager"}]
+        assert body["finished_at"] is not None and body["files"] == []
+        run_export_snapshot(**sent[-1])  # the worker gets the message anyway
+        snapshot.refresh_from_db()
+        assert snapshot.state == ExportState.CANCELLED and snapshot.attempts == 0
+        assert snapshot.cancelled_by == manager
+        files = client.get(f"{API}/projects/{judged.pk}/exports/{snapshot.pk}/files/pairs.jsonl")
+        assert files.status_code == 409 and "cancelled" in files.json()["detail"]
+
+    def test_a_finished_export_cannot_be_cancelled(self, finished, manager):
+        response = client_for(manager).post(self.url(finished))
+        assert response.status_code == 409 and response.json()["code"] == "already_finished"
+        finished.refresh_from_db()
+        assert finished.state == ExportState.SUCCEEDED
+
+    def test_only_the_projects_managers_may_cancel(self, judged, manager, annotator, outsider):
+        snapshot = ExportSnapshot.objects.create(project=judged)
+        assert client_for().post(self.url(snapshot)).status_code == 401
+        assert client_for(outsider).post(self.url(snapshot)).status_code == 404
+        assert client_for(annotator).post(self.url(snapshot)).status_code == 403
+        other = ProjectFactory(name="Elsewhere")
+        foreign = ExportSnapshot.objects.create(project=other)
+        through_mine = f"{API}/projects/{judged.pk}/exports/{foreign.pk}/cancel/"
+        assert client_for(manager).post(through_mine).status_code == 404
+        assert set(ExportSnapshot.objects.values_list("state", flat=True)) == {ExportState.QUEUED}
+
+    def test_a_session_cancel_needs_the_csrf_token(self, judged, manager):
+        snapshot = ExportSnapshot.objects.create(project=judged)
+        client = APIClient(enforce_csrf_checks=True)
+        client.force_login(manager)
+        assert client.post(self.url(snapshot)).status_code == 403
+        snapshot.refresh_from_db()
+        assert snapshot.state == ExportState.QUEUED
+
+
+def test_the_schema_lists_the_cancel_endpoint(manager):
+    paths = client_for(manager).get(f"{API}/schema/?format=json").json()["paths"]
+    assert "/api/v1/projects/{project_id}/exports/{export_id}/cancel/" in paths

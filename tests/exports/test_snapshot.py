@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from io import StringIO
 from math import comb
 
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from annotation.models import Response
 from exports import services
+from exports import snapshot as snapshot_module
 from exports.models import ExportSnapshot, ExportState
 from exports.params import InvalidParams
-from exports.services import export_snapshot_create, export_snapshot_run
+from exports.services import (
+    export_snapshot_cancel,
+    export_snapshot_create,
+    export_snapshot_run,
+    export_snapshots_reap,
+)
 from tests.exports.helpers import add_task, directory, export, judge, majority_pairs, ranking_project, read_jsonl
 
 pytestmark = pytest.mark.django_db
@@ -248,12 +256,126 @@ class TestJobRow:
         project, _ = three_way
         snapshot = export_snapshot_create(project=project, params={}, user=None)
         # A worker died mid-run: still "running", one attempt used.
-        ExportSnapshot.objects.filter(pk=snapshot.pk).update(state=ExportState.RUNNING, attempts=1)
+        long_ago = timezone.now() - services.stale_after() - timedelta(seconds=1)
+        ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=long_ago
+        )
         assert export_snapshot_run(snapshot_id=snapshot.pk).state == ExportState.SUCCEEDED
         stuck = export_snapshot_create(project=project, params={}, user=None)
-        ExportSnapshot.objects.filter(pk=stuck.pk).update(state=ExportState.RUNNING, attempts=services.MAX_ATTEMPTS)
+        ExportSnapshot.objects.filter(pk=stuck.pk).update(
+            state=ExportState.RUNNING, attempts=services.MAX_ATTEMPTS, heartbeat_at=long_ago
+        )
         stuck = export_snapshot_run(snapshot_id=stuck.pk)
         assert stuck.state == ExportState.FAILED and "gave up" in stuck.errors[0]["message"]
+
+
+class TestCancelReapRedeliver:
+    """The job's robustness: cancel at the next chunk, the reaper of dead workers, redelivery."""
+
+    def test_a_cancelled_queued_snapshot_never_runs(self, three_way, artifacts):
+        project, _ = three_way
+        snapshot = export_snapshot_create(project=project, params={}, user=None)
+        assert export_snapshot_cancel(snapshot_id=snapshot.pk) is True
+        after = export_snapshot_run(snapshot_id=snapshot.pk)  # the message arrives anyway
+        assert after.state == ExportState.CANCELLED and after.attempts == 0 and after.is_finished
+        assert after.errors == [{"message": "cancelled"}] and not after.path
+        assert not (artifacts / "exports").exists() or list((artifacts / "exports").iterdir()) == []
+
+    def test_a_running_snapshot_stops_at_the_next_chunk_and_publishes_nothing(self, three_way, monkeypatch, artifacts):
+        project, _ = three_way
+        monkeypatch.setattr(snapshot_module, "TASK_CHUNK", 1)  # one group per chunk: two chunks here
+        real = snapshot_module._write_chunk
+        chunks = []
+
+        def write_then_cancel(chunk, *args, **kwargs):
+            real(chunk, *args, **kwargs)
+            chunks.append(chunk.task_ids.tolist())
+            if len(chunks) == 1:  # the manager presses cancel while the first chunk is written
+                export_snapshot_cancel(snapshot_id=snapshot.pk)
+
+        monkeypatch.setattr(snapshot_module, "_write_chunk", write_then_cancel)
+        snapshot = export_snapshot_create(project=project, params={}, user=None)
+        after = export_snapshot_run(snapshot_id=snapshot.pk)
+        assert len(chunks) == 1, "the run went on past the chunk after the cancel"
+        assert after.state == ExportState.CANCELLED and after.content_hash == "" and after.path == ""
+        assert list((artifacts / "exports").iterdir()) == []  # temporary files removed, nothing published
+
+    def test_cancel_of_a_finished_snapshot_changes_nothing(self, three_way):
+        project, _ = three_way
+        snapshot = export(project)
+        assert export_snapshot_cancel(snapshot_id=snapshot.pk) is False
+        snapshot.refresh_from_db()
+        assert snapshot.state == ExportState.SUCCEEDED and snapshot.errors == []
+
+    def test_the_reaper_requeues_a_dead_run_then_fails_it_with_the_reason(self, three_way):
+        project, _ = three_way
+        snapshot = export_snapshot_create(project=project, params={}, user=None)
+        fresh = export_snapshot_create(project=project, params={"threshold": 0.6}, user=None)
+        now = timezone.now()
+        dead = now - services.stale_after() - timedelta(seconds=5)
+        ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=dead, run_token="gone"
+        )
+        ExportSnapshot.objects.filter(pk=fresh.pk).update(
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=now, run_token="alive"
+        )
+        sent = []
+        with self.on_commit():
+            result = export_snapshots_reap(send=sent.append)
+        assert result == {"requeued": [snapshot.pk], "failed": []} and sent == [snapshot.pk]
+        requeued = ExportSnapshot.objects.get(pk=snapshot.pk)
+        assert requeued.state == ExportState.QUEUED and "no heartbeat since" in requeued.errors[0]["message"]
+        assert ExportSnapshot.objects.get(pk=fresh.pk).state == ExportState.RUNNING  # alive: left alone
+        # The message the reaper sent runs it: second attempt, success.
+        finished = export_snapshot_run(snapshot_id=snapshot.pk)
+        assert finished.state == ExportState.SUCCEEDED and finished.attempts == 2 and finished.errors == []
+
+        # Out of attempts: failed, with why.
+        ExportSnapshot.objects.filter(pk=fresh.pk).update(attempts=services.MAX_ATTEMPTS, heartbeat_at=dead)
+        sent.clear()
+        with self.on_commit():
+            result = export_snapshots_reap(send=sent.append)
+        assert result == {"requeued": [], "failed": [fresh.pk]} and sent == []
+        failed = ExportSnapshot.objects.get(pk=fresh.pk)
+        assert failed.state == ExportState.FAILED and failed.finished_at is not None
+        assert "stopped responding" in failed.errors[0]["message"]
+        assert f"gave up after {services.MAX_ATTEMPTS} attempts" in failed.errors[0]["message"]
+
+    def test_a_redelivered_message_leaves_a_live_run_alone(self, three_way):
+        project, _ = three_way
+        snapshot = export_snapshot_create(project=project, params={}, user=None)
+        ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=timezone.now(), run_token="theirs"
+        )
+        again = export_snapshot_run(snapshot_id=snapshot.pk)
+        assert again.state == ExportState.RUNNING and again.attempts == 1 and again.run_token == "theirs"
+
+    def test_a_slow_run_that_was_reaped_stops_and_never_finishes_the_snapshot(self, three_way, monkeypatch):
+        """The reaper took the row from a run that was only slow; that run finds its token gone."""
+        project, _ = three_way
+        snapshot = export_snapshot_create(project=project, params={}, user=None)
+        real = snapshot_module.aggregate_project
+
+        def slow_aggregate(*args, **kwargs):
+            # While this run reads the votes, the reaper declares it dead and a new run starts.
+            ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+                heartbeat_at=timezone.now() - services.stale_after() - timedelta(seconds=1)
+            )
+            export_snapshots_reap(send=lambda pk: None)
+            ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+                state=ExportState.RUNNING, attempts=2, run_token="newer", heartbeat_at=timezone.now()
+            )
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(snapshot_module, "aggregate_project", slow_aggregate)
+        after = export_snapshot_run(snapshot_id=snapshot.pk)
+        assert after.state == ExportState.RUNNING and after.run_token == "newer" and after.content_hash == ""
+
+    @staticmethod
+    def on_commit():
+        from django.test import TestCase
+
+        return TestCase.captureOnCommitCallbacks(execute=True)
 
 
 class TestCommand:

@@ -62,3 +62,43 @@ def test_worker_exports_and_the_manager_downloads(celery_worker_process, artifac
     assert ExportSnapshot.objects.get(pk=snapshot_id).attempts == 1
     # Same project state, same parameters: same bytes, one shared directory.
     assert again.content_hash == snapshot.content_hash and again.path == snapshot.path
+
+
+def test_the_reaper_resends_a_dead_run_to_the_real_worker_and_a_cancelled_one_stays_cancelled(
+    celery_worker_process, artifacts
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from exports import services
+
+    project = ranking_project(k=3)
+    for t in range(6):
+        task, ids = add_task(project)
+        for n in range(3):
+            judge(task, f"r{n}", [[r] for r in (ids if (t + n) % 3 else ids[::-1])])
+
+    # A cancelled snapshot whose message still reaches the worker: the worker does nothing.
+    cancelled = services.export_snapshot_create(project=project, params={}, user=None)
+    assert services.export_snapshot_cancel(snapshot_id=cancelled.pk)
+    run_export_snapshot.delay(snapshot_id=cancelled.pk)
+
+    # A worker died mid-run an hour ago: still "running", heartbeat stale, one attempt used.
+    dead = services.export_snapshot_create(project=project, params={"threshold": 0.6}, user=None)
+    ExportSnapshot.objects.filter(pk=dead.pk).update(
+        state=ExportState.RUNNING,
+        attempts=1,
+        run_token="dead-worker",
+        started_at=timezone.now() - timedelta(hours=1),
+        heartbeat_at=timezone.now() - services.stale_after() - timedelta(minutes=1),
+    )
+    # What beat runs every few minutes; its message goes through the broker to the worker.
+    assert services.export_snapshots_reap() == {"requeued": [dead.pk], "failed": []}
+    done = celery_worker_process(lambda: finished(dead.pk), timeout=120, what="the reaped export")
+    assert done.state == ExportState.SUCCEEDED and done.attempts == 2, done.errors
+    assert (artifacts / done.path / "pairs.jsonl").is_file()
+
+    # The solo worker took the messages in order: the cancelled one was seen and left alone.
+    still = ExportSnapshot.objects.get(pk=cancelled.pk)
+    assert still.state == ExportState.CANCELLED and still.attempts == 0 and still.path == ""
