@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,20 +88,32 @@ def main() -> None:
     print("Loading demo projects from real data (first run only) ...", flush=True)
     _manage(env, "load_demo", "--password", password)
 
-    worker_log = logs / "worker.log"
-    worker_log.write_text("")
+    # Two workers, as in production: `default` (imports, exports, agreement; with beat embedded
+    # for the periodic reapers) and `gpu` (reward-model training, on the CPU here), so that a
+    # training run never holds up an import.
+    workers = {
+        "worker": ["-Q", "default", "-B", "--schedule", str(VAR / "celerybeat-schedule")],
+        "gpu-worker": ["-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1"],
+    }
+    celery = [str(BIN / "celery"), "-A", "arpad", "worker", "--pool", "solo", "-l", "info"]
+    for name in workers:
+        (logs / f"{name}.log").write_text("")
     web_log = logs / "web.log"
     procs: list[subprocess.Popen] = []
+    worker_procs: dict[str, subprocess.Popen] = {}
     try:
-        with worker_log.open("a") as wl, web_log.open("a") as hl:
-            worker = subprocess.Popen(
-                [str(BIN / "celery"), "-A", "arpad", "worker", "-Q", "default,gpu", "--pool", "solo", "-l", "info"],
-                cwd=ROOT,
-                env=env,
-                stdout=wl,
-                stderr=subprocess.STDOUT,
-            )
-            procs.append(worker)
+        with ExitStack() as files:
+            for name, args in workers.items():
+                log = files.enter_context((logs / f"{name}.log").open("a"))
+                worker_procs[name] = subprocess.Popen(
+                    [*celery, "-n", f"{name}@%h", *args],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                procs.append(worker_procs[name])
+            hl = files.enter_context(web_log.open("a"))
             web = subprocess.Popen(
                 [str(BIN / "gunicorn"), "arpad.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
                 cwd=ROOT,
@@ -109,7 +122,8 @@ def main() -> None:
                 stderr=subprocess.STDOUT,
             )
             procs.append(web)
-            _wait_for_line(worker_log, "ready.", worker, timeout=60)
+            for name, proc in worker_procs.items():
+                _wait_for_line(logs / f"{name}.log", "ready.", proc, timeout=60)
             _wait_for_http(f"http://127.0.0.1:{port}/accounts/login/", web, timeout=60)
             print(
                 "\nArpad is running.\n"
@@ -117,7 +131,7 @@ def main() -> None:
                 f"  Manager:   admin / {password}\n"
                 f"  Annotator: annotator / {password}\n"
                 f"  API docs:  http://127.0.0.1:{port}/api/v1/docs/\n"
-                f"  Logs:      {logs}/worker.log, {logs}/web.log (a real Celery worker on queues default,gpu)\n"
+                f"  Logs:      {logs}/worker.log (queue default), {logs}/gpu-worker.log (queue gpu), {logs}/web.log\n"
                 "Press Ctrl-C to stop.",
                 flush=True,
             )
