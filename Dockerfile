@@ -1,5 +1,5 @@
-# One image for web, workers and beat. The GPU worker uses the same image; torch comes
-# from PyPI with its CUDA runtime, and the host provides the NVIDIA driver.
+# One image for web, workers and beat. torch comes from PyPI with its CUDA runtime, and the
+# host provides the NVIDIA driver to the GPU worker.
 FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,8 +22,9 @@ COPY rlloop ./rlloop
 COPY frontend ./frontend
 COPY manage.py ./
 
-# EXTRAS=ml adds torch/transformers for the GPU worker image.
-ARG EXTRAS=""
+# The ml extra (torch, transformers, peft) is in the one image: the GPU worker trains with it
+# and web scores with it (the scoring API).
+ARG EXTRAS="ml"
 RUN pip install -c requirements.lock ".${EXTRAS:+[$EXTRAS]}"
 
 # Static files are collected at build time; the settings need a key to import, not a real one.

@@ -123,6 +123,9 @@ ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
 # Import limits: decompressed bytes of one import, and bytes of any single line or text field.
 ARPAD_IMPORT_MAX_BYTES = env_int("ARPAD_IMPORT_MAX_BYTES", 2 * 1024**3, minimum=1024)
 ARPAD_IMPORT_MAX_FIELD_CHARS = env_int("ARPAD_IMPORT_MAX_FIELD_CHARS", 200_000, minimum=100)
+# A running export snapshot whose heartbeat is older than this lost its worker: the reaper
+# queues it again (exports.services).
+EXPORT_STALE_AFTER_S = env_int("EXPORT_STALE_AFTER_S", 900, minimum=10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
