@@ -61,7 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -84,10 +84,35 @@ def _int_array(values: object, name: str, n: int | None = None) -> np.ndarray:
     if array.size and not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
             raise ValueError(f"{name} must hold integers")
-    array = array.astype(np.int64)
+    if array.dtype.kind != "i":
+        # Signed integer arrays are kept as they are, not copied: a reader may store ids in
+        # int32 and outcomes in int8 (6M votes: 24 MB and 6 MB instead of 48 MB each).
+        array = array.astype(np.int64)
     if n is not None and array.shape[0] != n:
         raise ValueError(f"{name} has {array.shape[0]} entries, expected {n}")
     return array
+
+
+def distinct_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for integers, leaner when few are distinct.
+
+    The inverse (int32 where it fits) comes from a lookup table, or a binary search, in the
+    distinct values rather than from the sort's permutation: one array the size of ``values``
+    instead of three (raters: a few
+    hundred distinct among millions of votes).
+    """
+    distinct = np.unique(values)
+    if distinct.size == 0:
+        return distinct, np.zeros(values.shape, dtype=np.int32)
+    index_type = np.int32 if distinct.size <= np.iinfo(np.int32).max else np.int64
+    low, span = distinct[0], int(distinct[-1]) - int(distinct[0])
+    if values.dtype.kind == "i" and span <= values.size:
+        # Few distinct values in a narrow range (user ids): a lookup table, no int64 temporary.
+        offset_type = np.promote_types(values.dtype, np.int32)  # int8 - int8 could wrap around
+        table = np.zeros(span + 1, dtype=index_type)
+        table[np.subtract(distinct, low, dtype=offset_type)] = np.arange(distinct.size, dtype=index_type)
+        return distinct, table[np.subtract(values, low, dtype=offset_type)]
+    return distinct, np.searchsorted(distinct, values).astype(index_type, copy=False)
 
 
 def _duplicate_pair(first: np.ndarray, second: np.ndarray) -> tuple[int, int] | None:
@@ -95,12 +120,16 @@ def _duplicate_pair(first: np.ndarray, second: np.ndarray) -> tuple[int, int] | 
     if first.size < 2:
         return None
     order = np.lexsort((second, first))
-    a, b = first[order], second[order]
-    same = (a[1:] == a[:-1]) & (b[1:] == b[:-1])
+    a = first[order]
+    same = a[1:] == a[:-1]
+    del a  # one sorted column at a time (48 MB each at 6M votes)
+    b = second[order]
+    same &= b[1:] == b[:-1]
+    del b
     if not same.any():
         return None
-    where = int(np.argmax(same))
-    return int(a[where]), int(b[where])
+    where = int(order[int(np.argmax(same))])
+    return int(first[where]), int(second[where])
 
 
 @dataclass(frozen=True)
@@ -184,12 +213,16 @@ class PairVotes:
 
         def optional_int(values: np.ndarray | None, name: str, default: int | np.ndarray) -> np.ndarray:
             if values is None:
-                return np.broadcast_to(np.asarray(default, dtype=np.int64), (n,)).copy()
+                default = np.asarray(default, dtype=np.int64)
+                if default.ndim == 0:
+                    # "Unknown" everywhere: a read-only view of one value, no memory per vote.
+                    return np.broadcast_to(default, (n,))
+                return default
             return _int_array(values, name, n)
 
         def optional_float(values: np.ndarray | None, name: str) -> np.ndarray:
             if values is None:
-                return np.full(n, np.nan)
+                return np.broadcast_to(np.float64(np.nan), (n,))
             array = np.asarray(values, dtype=float)
             if array.shape != (n,):
                 raise ValueError(f"{name} has shape {array.shape}, expected ({n},)")
@@ -319,11 +352,23 @@ def _as_ratings(ratings: object) -> np.ndarray:
 
 def _unit_counts(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``counts[u, c]``: how many raters gave unit u the c-th category; and the categories."""
-    rater_index, unit_index = np.nonzero(~np.isnan(matrix))
-    categories, code = np.unique(matrix[rater_index, unit_index], return_inverse=True)
+    present = ~np.isnan(matrix)
+    categories = np.unique(matrix[present])
     n_units, n_categories = matrix.shape[1], categories.size
+    if n_categories <= _FEW_CATEGORIES:
+        # A pass per category over the matrix: no (rater, unit) index arrays, which at
+        # 6M ratings are ~350 MB of temporaries; the same integer counts.
+        counts = np.empty((n_units, n_categories), dtype=np.int64)
+        for column, category in enumerate(categories):
+            counts[:, column] = np.count_nonzero(matrix == category, axis=0)
+        return counts, categories
+    rater_index, unit_index = np.nonzero(present)
+    code = np.searchsorted(categories, matrix[rater_index, unit_index])
     flat = np.bincount(unit_index * n_categories + code, minlength=n_units * n_categories)
     return flat.reshape(n_units, n_categories), categories
+
+
+_FEW_CATEGORIES = 16
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -466,21 +511,43 @@ def pairwise_cohen_kappa(ratings: object, *, raters: object = None, min_overlap:
         raise ValueError(f"raters must name the {n_raters} rows")
     rater_index, unit_index = np.nonzero(~np.isnan(matrix))
     _, code = np.unique(matrix[rater_index, unit_index], return_inverse=True)
-    shape = matrix.shape
+    return _pairwise_kappa_sparse(rater_index, unit_index, code, matrix.shape, raters, min_overlap)
 
-    def indicator(mask: np.ndarray) -> sp.csr_matrix:
-        ones = np.ones(int(mask.sum()))
-        return sp.csr_matrix((ones, (rater_index[mask], unit_index[mask])), shape=shape)
 
-    present = indicator(np.ones(rater_index.size, dtype=bool))
-    overlap = (present @ present.T).toarray()
+def _pairwise_kappa_sparse(
+    rater_index: np.ndarray,
+    unit_index: np.ndarray,
+    code: np.ndarray,
+    shape: tuple[int, int],
+    raters: np.ndarray,
+    min_overlap: int,
+) -> PairwiseKappa:
+    """Pairwise Cohen's kappa from (rater, unit, category code) triplets, one per (rater, unit).
+
+    The (raters x units) matrix is never built densely: only the sparse indicator matrices of
+    the ratings present, so memory follows the number of ratings.
+    """
+    n_raters = shape[0]
+
+    # Integer indicator matrices (int32 data and indexes where they fit): every product is
+    # a count, exact in any integer type, at half the memory of float64 and int64.
+    index_type = np.int32 if max(shape) < np.iinfo(np.int32).max else np.int64
+    rater_index = rater_index.astype(index_type, copy=False)
+    unit_index = unit_index.astype(index_type, copy=False)
+
+    def indicator(mask: np.ndarray | None) -> sp.csr_matrix:
+        rows, columns = (rater_index, unit_index) if mask is None else (rater_index[mask], unit_index[mask])
+        return sp.csr_matrix((np.ones(rows.size, dtype=np.int32), (rows, columns)), shape=shape)
+
+    present = indicator(None)
+    overlap = (present @ present.T).toarray().astype(float)
     agree = np.zeros(overlap.shape)
     chance = np.zeros(overlap.shape)  # sum_c n_rc n_sc, counts over shared units
     for category in range(int(code.max()) + 1 if code.size else 0):
         given = indicator(code == category)
         agree += (given @ given.T).toarray()
         # [r, s]: how often r gave this category on units that s rated too.
-        on_shared = (given @ present.T).toarray()
+        on_shared = (given @ present.T).toarray().astype(float)
         chance += on_shared * on_shared.T
     squared = overlap.astype(float) ** 2
     valid = (overlap >= max(min_overlap, 1)) & ~np.eye(n_raters, dtype=bool)
@@ -595,11 +662,47 @@ class RankAgreement:
     """The same with every pair of votes involving a tie left out."""
 
 
+_RANK_ROWS = 200_000
+"""Rankings processed at once by :func:`rank_agreement` (whole items per slice): bounds its memory."""
+
+
 def rank_agreement(data: RankingData) -> RankAgreement:
-    """Kendall's W, mean pairwise tau-b per item, and sub-pair percent agreement."""
-    ranks = data.ranks
+    """Kendall's W, mean pairwise tau-b per item, and sub-pair percent agreement.
+
+    Every figure is per item (or a sum over items), so large data is taken in slices of
+    whole items, in item order: the same numbers as one pass, with memory bounded by the
+    slice (a 1M-ranking project needs ~800 MB of temporaries in one pass).
+    """
+    n_rows = data.ranks.shape[0]
+    if n_rows <= _RANK_ROWS:
+        return _rank_agreement_rows(data.item, data.ranks, finish=True)
+    order = np.argsort(data.item, kind="stable")
+    sorted_item = data.item[order]
+    parts = []
+    start = 0
+    while start < n_rows:
+        stop = min(start + _RANK_ROWS, n_rows)
+        if stop < n_rows:  # end the slice where an item ends
+            stop = int(np.searchsorted(sorted_item, sorted_item[stop - 1], side="right"))
+        rows = order[start:stop]
+        parts.append(_rank_agreement_rows(data.item[rows], data.ranks[rows], finish=False))
+        start = stop
+    counts = np.concatenate([part[5] for part in parts])
+    return RankAgreement(
+        items=np.concatenate([part[0] for part in parts]),
+        n_raters=np.concatenate([part[1] for part in parts]),
+        n_responses=np.concatenate([part[2] for part in parts]),
+        kendall_w=np.concatenate([part[3] for part in parts]),
+        mean_tau_b=np.concatenate([part[4] for part in parts]),
+        subpairs=_percent_from_counts(counts),
+        subpairs_no_ties=_percent_from_counts(counts[:, [0, 2]]),
+    )
+
+
+def _rank_agreement_rows(item: np.ndarray, ranks: np.ndarray, *, finish: bool) -> Any:
+    """:func:`rank_agreement` of some rows that hold whole items; ``finish=False`` returns the parts."""
     present = ~np.isnan(ranks)
-    items, item_index = np.unique(data.item, return_inverse=True)
+    items, item_index = np.unique(item, return_inverse=True)
     n_items = items.size
     # Average ranks 1..n within a row (ties share the mean), and the tie term sum (t^3 - t),
     # written per member as sum_j (t_j^2 - 1) where t_j is the size of j's tie group.
@@ -642,8 +745,9 @@ def rank_agreement(data: RankingData) -> RankAgreement:
     tau_count = np.bincount(item_index[left], weights=defined, minlength=n_items)
     mean_tau = _divide(tau_sum, tau_count)
 
-    sub = data.subpairs().votes
-    counts = _outcome_counts(sub.unit, sub.outcome)
+    counts = _subpair_counts(item_index, first.size, signs)
+    if not finish:
+        return items, m.astype(np.int64), n_responses, kendall_w, mean_tau, counts
     return RankAgreement(
         items=items,
         n_raters=m.astype(np.int64),
@@ -655,11 +759,36 @@ def rank_agreement(data: RankingData) -> RankAgreement:
     )
 
 
+def _subpair_counts(item_index: np.ndarray, pair_count: int, signs: np.ndarray) -> np.ndarray:
+    """Outcome counts (B, tie, A) of every sub-pair unit, the units of :meth:`RankingData.subpairs` in order.
+
+    The same counts as ``_outcome_counts`` over ``subpairs().votes``, without building the
+    votes (one per ranking and sub-pair) as a PairVotes.
+    """
+    row, pair = np.nonzero(~np.isnan(signs))
+    code = item_index[row] * max(pair_count, 1) + pair
+    _, unit = np.unique(code, return_inverse=True)
+    return _outcome_counts(unit.reshape(-1), signs[row, pair].astype(np.int64))
+
+
 def _outcome_counts(unit_index: np.ndarray, outcome: np.ndarray) -> np.ndarray:
     """(n_units, 3) votes for -1, 0, +1 per dense unit index."""
     n_units = int(unit_index.max()) + 1 if unit_index.size else 0
-    flat = np.bincount(unit_index * 3 + (outcome + 1), minlength=n_units * 3)
+    flat = np.bincount(outcome_code(unit_index, outcome, n_units), minlength=n_units * 3)
     return flat.reshape(n_units, 3)
+
+
+def outcome_code(unit_index: np.ndarray, outcome: np.ndarray, n_units: int) -> np.ndarray:
+    """``unit_index * 3 + outcome + 1`` in int32 where the codes fit, else int64 (never narrower).
+
+    The inputs may be narrow (int8 outcomes, int16 indexes): the product is taken in a type
+    that holds every code of ``n_units`` units, so it cannot wrap around.
+    """
+    code_type = np.int32 if 3 * n_units <= np.iinfo(np.int32).max else np.int64
+    code = np.multiply(unit_index, 3, dtype=code_type)
+    code += outcome
+    code += 1
+    return code
 
 
 # --- bootstrap -------------------------------------------------------------------------------
@@ -802,22 +931,53 @@ def _group_median(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.nd
 
 def annotator_stats(votes: PairVotes, *, min_overlap: int = 10) -> AnnotatorStats:
     """Per-annotator agreement, biases, gold accuracy and speed from pairwise votes."""
-    raters, rater_index = np.unique(votes.rater, return_inverse=True)
-    _, unit_index = np.unique(votes.unit, return_inverse=True)
+    raters, rater_index = distinct_index(votes.rater)
+    unit = votes.unit
+    if unit.size and unit.min() >= 0 and unit.max() < 2 * unit.size:
+        # Already (nearly) dense indexes, as the project reader makes them: a unit without
+        # votes is an empty row or column below and changes no statistic.
+        unit_index = unit
+    else:
+        _, unit_index = np.unique(unit, return_inverse=True)
     n_raters = raters.size
     outcome = votes.outcome
 
-    # Leave-one-out plurality: the unit's vote counts minus the rater's own vote.
-    others = _outcome_counts(unit_index, outcome)[unit_index]
-    others[np.arange(len(votes)), outcome + 1] -= 1
-    top = others.max(axis=1)
-    has_plurality = (top > 0) & ((others == top[:, None]).sum(axis=1) == 1)
-    plurality = OUTCOMES[others.argmax(axis=1)]
+    # Leave-one-out plurality: the unit's vote counts minus the rater's own vote, one
+    # outcome column at a time in the narrowest integer type that holds the counts (6M
+    # votes: 6 MB a column in int8, instead of a 6M x 3 matrix).
+    counts = _outcome_counts(unit_index, outcome)
+    count_type = np.min_scalar_type(-int(counts.max()) - 1) if counts.size else np.int8
+    others = []
+    for column, value in enumerate(OUTCOMES):
+        count = counts[:, column].astype(count_type)[unit_index]
+        count -= outcome == value
+        others.append(count)
+    del counts
+    top = np.maximum(np.maximum(others[0], others[1]), others[2])
+    n_top = (others[0] == top).astype(np.int8)
+    n_top += others[1] == top
+    n_top += others[2] == top
+    has_plurality = (top > 0) & (n_top == 1)
+    del n_top
+    # With a unique plurality, the vote agrees with it exactly when its own outcome's column is the top.
+    own = np.where(outcome == -1, others[0], np.where(outcome == 0, others[1], others[2]))
+    del others
+    agrees = has_plurality & (own == top)
+    del own, top
     loo_n = np.bincount(rater_index[has_plurality], minlength=n_raters)
-    loo_hits = np.bincount(rater_index[has_plurality & (plurality == outcome)], minlength=n_raters)
+    loo_hits = np.bincount(rater_index[agrees], minlength=n_raters)
+    del has_plurality, agrees  # one entry per vote each: free before the kappas
 
-    ratings = rating_matrix(unit_index, rater_index, outcome)
-    peer = pairwise_cohen_kappa(ratings.matrix, raters=raters, min_overlap=min_overlap)
+    # Cohen's kappa against each peer from the votes as sparse triplets: the dense
+    # (raters x units) matrix would be raters x units x 8 bytes (2.3 GB at 6M votes).
+    # PairVotes holds one vote per (rater, unit): it refuses duplicates when it is built.
+    n_units = int(unit_index.max()) + 1 if unit_index.size else 0
+    # The outcomes' codes among the values present (np.unique's inverse), without a sort.
+    used = np.flatnonzero(np.bincount(outcome + 1, minlength=3))
+    recode = np.full(3, -1, dtype=np.int8)
+    recode[used] = np.arange(used.size)
+    code = recode[outcome + 1]
+    peer = _pairwise_kappa_sparse(rater_index, unit_index, code.reshape(-1), (n_raters, n_units), raters, min_overlap)
     defined = ~np.isnan(peer.kappa)
     mean_peer = _divide(np.where(defined, peer.kappa, 0.0).sum(axis=1), defined.sum(axis=1))
 
@@ -880,7 +1040,15 @@ class ItemStats:
 
 def item_stats(votes: PairVotes, *, threshold: float = 0.5) -> ItemStats:
     """Majority share, entropy and the contested flag of every unit."""
-    units, unit_index = np.unique(votes.unit, return_inverse=True)
+    unit = votes.unit
+    per_unit = np.bincount(unit) if unit.size and unit.min() >= 0 else None
+    if per_unit is not None and per_unit.all():
+        # Already the dense indexes 0..n-1 that the project reader makes: np.unique would
+        # give these units and this inverse, through a sort and three int64 arrays.
+        units, unit_index = np.arange(per_unit.size, dtype=unit.dtype), unit
+    else:
+        units, unit_index = np.unique(unit, return_inverse=True)
+    del per_unit
     counts = _outcome_counts(unit_index, votes.outcome)
     n = counts.sum(axis=1)
     top = counts.max(axis=1)

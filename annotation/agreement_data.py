@@ -19,7 +19,10 @@ Conventions carried over from the data model:
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,52 @@ from django.db.models.functions import Length
 from annotation.agreement import PairVotes, RankingData
 from annotation.models import Judgement, PairVote, Project, Response, Task, TaskResponse
 from annotation.services import pair_votes_for
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by large temporaries back to the operating system (glibc only; else nothing).
+
+    glibc serves arrays below its (self-raising, up to 32 MB) mmap threshold from the
+    heap and keeps what they free for later; after reading a million judgements that is
+    hundreds of MB of resident memory that nothing uses. ``malloc_trim`` returns it.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_LARGE_ALLOCATION = 1 << 20
+
+
+@functools.cache
+def map_large_allocations() -> bool:
+    """Make glibc serve every allocation of 1 MB or more with its own mapping (once per process).
+
+    By default glibc raises its mmap threshold up to 32 MB as large blocks are freed, so
+    the per-unit and per-item arrays of a large project land in the heap, interleaved with
+    arrays that live on, and what they free stays resident. A fixed threshold returns
+    every large array to the system when it is freed; small objects are unaffected.
+    Returns whether the setting was applied (False off glibc).
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _LARGE_ALLOCATION))
+
+
+@functools.cache
+def _malloc_trim():
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
 
 
 def _usernames(user_ids: np.ndarray) -> dict[int, str]:
@@ -56,6 +105,8 @@ class ProjectPairVotes:
 
 _CHUNK = 100_000
 """Rows fetched per ``cursor.fetchmany`` while reading votes and judgements."""
+_TASKS_PER_READ = 50_000
+"""Tasks whose votes one query reads (bounds the bytes of one result)."""
 
 
 def _connection_for(model: type) -> BaseDatabaseWrapper:
@@ -70,25 +121,85 @@ def _column(model: type, field: str, connection: BaseDatabaseWrapper) -> str:
     return connection.ops.quote_name(model._meta.get_field(field).column)
 
 
-def _fetch_int_array(connection: BaseDatabaseWrapper, sql: str, params: list, width: int) -> np.ndarray:
-    """Run ``sql`` (every column an integer, no NULL) and return its rows as an (n, width) int64 array.
+def _fetch_int_columns(
+    connection: BaseDatabaseWrapper, columns: list[str], rest: str, params: list, *, sort: bool = True
+) -> list[np.ndarray]:
+    """Run ``SELECT <columns> <rest>`` (every column an integer, no NULL; ``rest`` without ORDER BY).
 
-    Rows are read ``_CHUNK`` at a time and turned into arrays chunk by chunk, so no Python
-    tuple outlives its chunk and no Django converter runs per row.
+    Returns one int64 array per column, rows sorted by the first column when ``sort``
+    (numpy sorts faster than the database, which would sort before sending). On PostgreSQL
+    each column comes back as ONE value, ``string_agg`` of the big-endian ``int8send``
+    bytes, read with ``np.frombuffer``: no Python object, and no protocol message, per row
+    (every aggregate of one query sees the rows in the same order, so the columns line up).
+    Elsewhere ``fetchmany`` ``_CHUNK`` rows at a time, so no Python tuple outlives its chunk.
     """
-    chunks = []
+    if connection.vendor == "postgresql":
+        out = _string_agg_columns(connection, columns, rest, params)
+    else:
+        out = _fetchmany_columns(connection, columns, rest, params)
+    if sort and out[0].size > 1 and np.any(out[0][1:] < out[0][:-1]):
+        order = np.argsort(out[0], kind="stable")
+        for index, column in enumerate(out):
+            out[index] = column[order]
+    return out
+
+
+def _fetchmany_columns(
+    connection: BaseDatabaseWrapper, columns: list[str], rest: str, params: list
+) -> list[np.ndarray]:
+    width = len(columns)
+    parts: list[np.ndarray] = []
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(f"SELECT {', '.join(columns)} {rest}", params)  # noqa: S608 (names from model metadata)
         while True:
             rows = cursor.fetchmany(_CHUNK)
             if not rows:
                 break
-            chunks.append(np.array(rows, dtype=np.int64).reshape(-1, width))
-    if not chunks:
-        return np.empty((0, width), dtype=np.int64)
-    if len(chunks) == 1:
-        return chunks[0]
-    return np.concatenate(chunks)
+            parts.append(np.array(rows, dtype=np.int64).reshape(-1, width))
+    table = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.int64)
+    del parts
+    return [table[:, index].copy() for index in range(width)]
+
+
+def _string_agg_columns(
+    connection: BaseDatabaseWrapper, columns: list[str], rest: str, params: list
+) -> list[np.ndarray]:
+    select = ", ".join(f"string_agg(int8send(({column})::int8), ''::bytea)" for column in columns)
+    import psycopg  # only on PostgreSQL
+
+    connection.ensure_connection()
+    # A server-side-binding cursor (Django's are client-side), for binary results: the
+    # bytea values arrive as raw bytes, not as hex text to decode.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(f"SELECT {select} {rest}", params, binary=True)  # noqa: S608 (names from model metadata)
+        values = list(cursor.fetchone())
+    out = []
+    for index in range(len(values)):
+        raw, values[index] = values[index], None  # free each column's bytes once converted
+        out.append(np.frombuffer(raw, dtype=">i8").astype(np.int64) if raw else np.empty(0, dtype=np.int64))
+        del raw
+    return out
+
+
+def _narrow(values: np.ndarray, smallest: type = np.int32) -> np.ndarray:
+    """``values`` as ``smallest`` (int8 or int32) when every value fits; else unchanged.
+
+    Only the report's compact read narrows its arrays: ids and lengths to int32, the
+    outcomes and display orders (-1, 0, 1) to int8 (6M votes: 24 MB or 6 MB a column
+    instead of 48 MB).
+    """
+    if values.dtype == smallest:
+        return values
+    limits = np.iinfo(smallest)
+    if values.size and (int(values.min()) < limits.min or int(values.max()) > limits.max):
+        return values
+    return values.astype(smallest)
+
+
+def _fetch_int_array(connection: BaseDatabaseWrapper, columns: list[str], rest: str, params: list) -> np.ndarray:
+    """:func:`_fetch_int_columns` as one (n, width) array (for the small reads)."""
+    parts = _fetch_int_columns(connection, columns, rest, params)
+    return np.stack(parts, axis=1) if parts[0].size else np.empty((0, len(columns)), dtype=np.int64)
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,16 +215,17 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> tuple[n
 def _response_lengths(project: Project, connection: BaseDatabaseWrapper) -> tuple[np.ndarray, np.ndarray]:
     """Sorted response ids of ``project`` and their text lengths, -1 for placeholder texts."""
     response, prompt = Response, Response._meta.get_field("prompt").related_model
-    sql = (
-        f"SELECT r.{_column(response, 'id', connection)}, LENGTH(r.{_column(response, 'text', connection)}) "  # noqa: S608 (names from model metadata, quoted; values as parameters)
-        f"FROM {_table(response, connection)} r "
+    rest = (
+        f"FROM {_table(response, connection)} r "  # noqa: S608 (names from model metadata, quoted; values as parameters)
         f"JOIN {_table(prompt, connection)} p ON r.{_column(response, 'prompt', connection)} = "
         f"p.{_column(prompt, 'id', connection)} "
-        f"WHERE p.{_column(prompt, 'project', connection)} = %s "
-        f"ORDER BY r.{_column(response, 'id', connection)}"
+        f"WHERE p.{_column(prompt, 'project', connection)} = %s"
     )
-    rows = _fetch_int_array(connection, sql, [project.pk], 2)
-    ids, lengths = rows[:, 0].copy(), rows[:, 1].copy()
+    columns = [
+        f"r.{_column(response, 'id', connection)}",
+        f"LENGTH(r.{_column(response, 'text', connection)})",
+    ]
+    ids, lengths = _fetch_int_columns(connection, columns, rest, [project.pk])
     placeholders = np.fromiter(
         Response.objects.filter(prompt__project=project, metadata__text_available=False).values_list("pk", flat=True),
         dtype=np.int64,
@@ -142,25 +254,22 @@ def _lengths_of(
     return out.astype(int, copy=False)
 
 
-def _judgement_times(project: Project, connection: BaseDatabaseWrapper) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted judgement ids of ``project``, their task and annotator ids and time taken (NaN unknown).
-
-    Returns ``(ids, task_annotator, time_ms)`` with ``task_annotator`` an (n, 2) int array.
-    """
-    sql = (
-        f"SELECT j.{_column(Judgement, 'id', connection)}, j.{_column(Judgement, 'task', connection)}, "  # noqa: S608 (names from model metadata, quoted; values as parameters)
-        f"j.{_column(Judgement, 'annotator', connection)}, "
-        f"COALESCE(j.{_column(Judgement, 'time_taken_ms', connection)}, -1) "
-        f"FROM {_table(Judgement, connection)} j "
+def _judgement_id_time(project: Project, connection: BaseDatabaseWrapper) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted judgement ids of ``project`` and the time each took (NaN unknown)."""
+    rest = (
+        f"FROM {_table(Judgement, connection)} j "  # noqa: S608 (names from model metadata, quoted; values as parameters)
         f"JOIN {_table(Task, connection)} t ON j.{_column(Judgement, 'task', connection)} = "
         f"t.{_column(Task, 'id', connection)} "
-        f"WHERE t.{_column(Task, 'project', connection)} = %s "
-        f"ORDER BY j.{_column(Judgement, 'id', connection)}"
+        f"WHERE t.{_column(Task, 'project', connection)} = %s"
     )
-    rows = _fetch_int_array(connection, sql, [project.pk], 4)
-    time_ms = rows[:, 3].astype(float)
-    time_ms[rows[:, 3] < 0] = np.nan
-    return rows[:, 0].copy(), rows[:, 1:3].copy(), time_ms
+    columns = [
+        f"j.{_column(Judgement, 'id', connection)}",
+        f"COALESCE(j.{_column(Judgement, 'time_taken_ms', connection)}, -1)",
+    ]
+    ids, raw_time = _fetch_int_columns(connection, columns, rest, [project.pk])
+    time_ms = raw_time.astype(float)
+    time_ms[raw_time < 0] = np.nan
+    return ids, time_ms
 
 
 def _units(task: np.ndarray, response_a: np.ndarray, response_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,14 +281,22 @@ def _units(task: np.ndarray, response_a: np.ndarray, response_b: np.ndarray) -> 
     if n == 0:
         return np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
     order = np.lexsort((response_b, response_a, task))
-    t, a, b = task[order], response_a[order], response_b[order]
-    new = np.empty(n, dtype=bool)
+    new = np.zeros(n, dtype=bool)
     new[0] = True
-    new[1:] = (t[1:] != t[:-1]) | (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    sorted_index = np.cumsum(new) - 1
-    unit_index = np.empty(n, dtype=np.int64)
-    unit_index[order] = sorted_index
-    units = np.stack([t[new], a[new], b[new]], axis=1)
+    # One sorted column at a time (6M votes: 48 MB each): only where a unit starts is kept.
+    for values in (task, response_a, response_b):
+        ordered = values[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+        del ordered
+    first_vote = order[new]
+    units = np.stack([task[first_vote], response_a[first_vote], response_b[first_vote]], axis=1).astype(
+        np.int64, copy=False
+    )
+    del first_vote
+    # The vote's unit index, int32 where every unit index (times 3, as the counts use it) fits.
+    index_type = np.int32 if 3 * units.shape[0] < np.iinfo(np.int32).max else np.int64
+    unit_index = np.empty(n, dtype=index_type)
+    unit_index[order] = np.cumsum(new, dtype=index_type) - 1
     return units, unit_index
 
 
@@ -201,53 +318,115 @@ def _unit_gold(project: Project, units: np.ndarray) -> np.ndarray:
     return gold
 
 
-def project_pair_votes(project: Project) -> ProjectPairVotes:
-    """Every PairVote of ``project`` with display order, lengths, judgement time and gold."""
+def project_pair_votes(
+    project: Project, *, details: bool = True, max_judgement_id: int | None = None, compact: bool = False
+) -> ProjectPairVotes:
+    """Every PairVote of ``project`` with display order, lengths, judgement time and gold.
+
+    ``details=False`` reads only what a vote count needs (unit, rater, outcome, judgement):
+    lengths, times, display order and gold are left unknown, which saves reading every
+    response's text length and every judgement's time. ``max_judgement_id`` leaves out the
+    votes of later judgements (an export reads the project as of one moment).
+
+    The vote arrays are int64 unless ``compact``: then unit, rater, judgement and lengths
+    are int32 and outcome and display order int8 wherever the values fit, and a project
+    without gold answers gets the all-NaN default ``gold`` (no array per vote); the same
+    values in under half the memory (6M votes: about 230 MB instead of 470 MB). Callers
+    that ask for it must not compute with the narrow arrays in ways that could overflow.
+    """
+    map_large_allocations()
     connection = _connection_for(PairVote)
     shown = _column(PairVote, "a_shown_first", connection)
-    sql = (
-        f"SELECT v.{_column(PairVote, 'task', connection)}, v.{_column(PairVote, 'response_a', connection)}, "  # noqa: S608 (names from model metadata, quoted; values as parameters)
-        f"v.{_column(PairVote, 'response_b', connection)}, v.{_column(PairVote, 'annotator', connection)}, "
-        f"v.{_column(PairVote, 'winner', connection)}, "
-        f"CASE WHEN v.{shown} IS NULL THEN -1 WHEN v.{shown} THEN 1 ELSE 0 END, "
-        f"v.{_column(PairVote, 'judgement', connection)} "
-        f"FROM {_table(PairVote, connection)} v "
-        f"JOIN {_table(Task, connection)} t ON v.{_column(PairVote, 'task', connection)} = "
-        f"t.{_column(Task, 'id', connection)} "
-        f"WHERE t.{_column(Task, 'project', connection)} = %s "
-        f"ORDER BY v.{_column(PairVote, 'id', connection)}"
+    judgement_column = f"v.{_column(PairVote, 'judgement', connection)}"
+    columns = [
+        f"v.{_column(PairVote, 'task', connection)}",
+        f"v.{_column(PairVote, 'response_a', connection)}",
+        f"v.{_column(PairVote, 'response_b', connection)}",
+        f"v.{_column(PairVote, 'annotator', connection)}",
+        f"v.{_column(PairVote, 'winner', connection)}",
+        judgement_column,
+    ]
+    if details:
+        columns.append(f"CASE WHEN v.{shown} IS NULL THEN -1 WHEN v.{shown} THEN 1 ELSE 0 END")
+    vote_task = f"v.{_column(PairVote, 'task', connection)}"
+    columns.insert(0, f"v.{_column(PairVote, 'id', connection)}")
+    limit = ""
+    if max_judgement_id is not None:
+        limit = f"AND {judgement_column} <= {int(max_judgement_id)} "
+    rest = (
+        f"FROM {_table(PairVote, connection)} v "  # noqa: S608 (names from model metadata, quoted; values as parameters)
+        f"JOIN {_table(Task, connection)} t ON {vote_task} = t.{_column(Task, 'id', connection)} "
+        f"WHERE t.{_column(Task, 'project', connection)} = %s AND {vote_task} >= %s AND {vote_task} <= %s {limit}"
     )
-    rows = _fetch_int_array(connection, sql, [project.pk], 7)
-    task, response_a, response_b = rows[:, 0], rows[:, 1], rows[:, 2]
+    # Read by ranges of task ids (the votes' task index), a bounded number of rows per query.
+    # The narrow type of each column in a compact read: the outcome (winner) and display
+    # order are -1, 0 or 1, everything else an id.
+    narrow = [np.int32] * len(columns)
+    narrow[5] = np.int8
+    if details:
+        narrow[7] = np.int8
+    task_ids = np.fromiter(Task.objects.filter(project=project).order_by("pk").values_list("pk", flat=True), np.int64)
+    parts: list[list[np.ndarray]] = [[] for _ in columns]
+    for start in range(0, task_ids.size, _TASKS_PER_READ):
+        low, high = int(task_ids[start]), int(task_ids[min(start + _TASKS_PER_READ, task_ids.size) - 1])
+        for index, column in enumerate(
+            _fetch_int_columns(connection, columns, rest, [project.pk, low, high], sort=False)
+        ):
+            parts[index].append(_narrow(column, narrow[index]) if compact else column)
+    fetched = []
+    for index in range(len(columns)):
+        fetched.append(np.concatenate(parts[index]) if parts[index] else np.empty(0, dtype=np.int64))
+        parts[index] = []
+    # Vote id order, as the rows were created.
+    if fetched[0].size > 1 and np.any(fetched[0][1:] < fetched[0][:-1]):
+        order = np.argsort(fetched[0], kind="stable")
+        for index in range(len(fetched)):
+            fetched[index] = fetched[index][order]  # one column at a time: one extra column at most
+        del order
+    fetched = fetched[1:]
+    task, response_a, response_b, rater, outcome, judgement = fetched[:6]
+    a_shown_first = fetched[6] if details else None
+    del fetched
     units, unit_index = _units(task, response_a, response_b)
+    del task
+    if not compact:
+        unit_index = unit_index.astype(np.int64, copy=False)
 
-    # Lengths once per response and time once per judgement, spread onto the votes by index.
-    response_ids, lengths = _response_lengths(project, connection)
-    length_a = _lengths_of(response_a, response_ids, lengths, connection)
-    length_b = _lengths_of(response_b, response_ids, lengths, connection)
-    judgement = rows[:, 6].copy()
-    judgement_ids, _, judgement_time = _judgement_times(project, connection)
-    time_ms, found = _lookup(judgement_ids, judgement_time, judgement)
-    if not found.all():
-        missing = np.unique(judgement[~found])
-        extra = dict(Judgement.objects.filter(pk__in=[int(pk) for pk in missing]).values_list("pk", "time_taken_ms"))
-        time_ms[~found] = [np.nan if extra.get(int(pk)) is None else extra[int(pk)] for pk in judgement[~found]]
+    length_a = length_b = time_ms = gold = None
+    if details:
+        # Lengths once per response and time once per judgement, spread onto the votes by index.
+        response_ids, lengths = _response_lengths(project, connection)
+        length_a = _lengths_of(response_a, response_ids, lengths, connection)
+        length_b = _lengths_of(response_b, response_ids, lengths, connection)
+        if compact:
+            length_a, length_b = _narrow(length_a), _narrow(length_b)
+        judgement_ids, judgement_time = _judgement_id_time(project, connection)
+        time_ms, found = _lookup(judgement_ids, judgement_time, judgement)
+        if not found.all():
+            missing = np.unique(judgement[~found])
+            extra = dict(
+                Judgement.objects.filter(pk__in=[int(pk) for pk in missing]).values_list("pk", "time_taken_ms")
+            )
+            time_ms[~found] = [np.nan if extra.get(int(pk)) is None else extra[int(pk)] for pk in judgement[~found]]
+        time_ms = time_ms.astype(float, copy=False)
+        # Gold answers are tiers on the task; expand them into the same pair outcomes as votes.
+        unit_gold = _unit_gold(project, units)
+        gold = None if compact and np.isnan(unit_gold).all() else unit_gold[unit_index]
+        del unit_gold
+    del response_a, response_b
 
-    # Gold answers are tiers on the task; expand them into the same pair outcomes as votes.
-    gold = _unit_gold(project, units)[unit_index]
-
-    rater = rows[:, 3].copy()
     votes = PairVotes(
         unit=unit_index,
         rater=rater,
-        outcome=rows[:, 4].copy(),
-        a_shown_first=rows[:, 5].copy(),
+        outcome=outcome,
+        a_shown_first=a_shown_first,
         len_a=length_a,
         len_b=length_b,
         judgement=judgement,
-        time_ms=time_ms.astype(float, copy=False),
+        time_ms=time_ms,
         gold=gold,
     )
+    release_free_memory()
     return ProjectPairVotes(votes=votes, units=units, usernames=_usernames(votes.rater))
 
 
@@ -270,16 +449,21 @@ class ProjectRankings:
 def project_rankings(project: Project) -> ProjectRankings:
     """Every Judgement of ``project`` as ranks (tier index, 0 = best) per response position."""
     connection = _connection_for(Judgement)
-    sql = (
-        f"SELECT tr.{_column(TaskResponse, 'task', connection)}, tr.{_column(TaskResponse, 'response', connection)}, "  # noqa: S608 (names from model metadata, quoted; values as parameters)
-        f"tr.{_column(TaskResponse, 'position', connection)} "
-        f"FROM {_table(TaskResponse, connection)} tr "
+    rest = (
+        f"FROM {_table(TaskResponse, connection)} tr "  # noqa: S608 (names from model metadata, quoted; values as parameters)
         f"JOIN {_table(Task, connection)} t ON tr.{_column(TaskResponse, 'task', connection)} = "
         f"t.{_column(Task, 'id', connection)} "
         f"WHERE t.{_column(Task, 'project', connection)} = %s"
     )
-    slots = _fetch_int_array(connection, sql, [project.pk], 3)
+    columns = [
+        f"tr.{_column(TaskResponse, 'task', connection)}",
+        f"tr.{_column(TaskResponse, 'response', connection)}",
+        f"tr.{_column(TaskResponse, 'position', connection)}",
+    ]
+    slots = _fetch_int_array(connection, columns, rest, [project.pk])
     width = int(slots[:, 2].max()) + 1 if slots.size else 2
+    if connection.vendor == "postgresql":
+        return _project_rankings_pg(project, connection, slots, width)
     position: dict[tuple[int, int], int] = {(task_id, response_id): pos for task_id, response_id, pos in slots.tolist()}
 
     tiers_column = _column(Judgement, "tiers", connection)
@@ -319,3 +503,66 @@ def project_rankings(project: Project) -> ProjectRankings:
     time_ms = ints[:, 3].astype(float)
     time_ms[ints[:, 3] < 0] = np.nan
     return ProjectRankings(data=data, judgement_ids=judgement_ids, time_ms=time_ms, usernames=_usernames(data.rater))
+
+
+def _project_rankings_pg(
+    project: Project, connection: BaseDatabaseWrapper, slots: np.ndarray, width: int
+) -> ProjectRankings:
+    """:func:`project_rankings` on PostgreSQL: the tiers are expanded by the database.
+
+    ``jsonb_array_elements ... WITH ORDINALITY`` turns each judgement's tiers into
+    (judgement, tier index, response id) rows, read as arrays like the votes; numpy then
+    places each tier index at its response's position. No JSON is decoded in Python.
+    """
+    judgement, task = _column(Judgement, "id", connection), _column(Judgement, "task", connection)
+    joined = (
+        f"FROM {_table(Judgement, connection)} j "  # noqa: S608 (names from model metadata, quoted; values as parameters)
+        f"JOIN {_table(Task, connection)} t ON j.{task} = t.{_column(Task, 'id', connection)} "
+    )
+    where = f"WHERE t.{_column(Task, 'project', connection)} = %s"
+    ids, item, rater, raw_time = _fetch_int_columns(
+        connection,
+        [
+            f"j.{judgement}",
+            f"j.{task}",
+            f"j.{_column(Judgement, 'annotator', connection)}",
+            f"COALESCE(j.{_column(Judgement, 'time_taken_ms', connection)}, -1)",
+        ],
+        joined + where,
+        [project.pk],
+    )
+    expanded = (
+        joined + f"CROSS JOIN LATERAL jsonb_array_elements(j.{_column(Judgement, 'tiers', connection)}) "
+        "WITH ORDINALITY AS tier(members, level) "
+        "CROSS JOIN LATERAL jsonb_array_elements(tier.members) AS member(response) " + where
+    )
+    of_judgement, level, response = _fetch_int_columns(
+        connection, [f"j.{judgement}", "tier.level - 1", "member.response"], expanded, [project.pk], sort=False
+    )
+    row = np.searchsorted(ids, of_judgement)
+    # The position of each (task, response): one integer key per slot, looked up at once.
+    responses = np.unique(slots[:, 1])
+    n_codes = max(int(responses.size), 1)
+    slot_key = slots[:, 0] * n_codes + np.searchsorted(responses, slots[:, 1])
+    order = np.argsort(slot_key, kind="stable")
+    slot_key = slot_key[order]
+    if response.size and responses.size == 0:
+        found = np.zeros(response.size, dtype=bool)
+        where_slot = np.zeros(response.size, dtype=np.int64)
+    else:
+        code = np.minimum(np.searchsorted(responses, response), responses.size - 1)
+        wanted = item[row] * n_codes + code
+        where_slot = np.minimum(np.searchsorted(slot_key, wanted), max(slot_key.size - 1, 0))
+        found = (responses[code] == response) & (slot_key[where_slot] == wanted)
+    if not np.all(found):
+        bad = int(np.flatnonzero(~found)[0])
+        raise ValueError(
+            f"judgement {int(of_judgement[bad])} ranks response {int(response[bad])}, "
+            f"which is not a response of its task {int(item[row[bad]])}"
+        )
+    ranks = np.full((ids.size, width), np.nan)
+    ranks[row, slots[order[where_slot], 2]] = level
+    time_ms = raw_time.astype(float)
+    time_ms[raw_time < 0] = np.nan
+    data = RankingData(item=item, rater=rater, ranks=ranks)
+    return ProjectRankings(data=data, judgement_ids=ids, time_ms=time_ms, usernames=_usernames(data.rater))

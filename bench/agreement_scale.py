@@ -29,10 +29,14 @@ How
          export     ``export_snapshot_create(params={})`` + ``export_snapshot_run``: seconds,
                     groups/s, output sizes;
          alpha      Krippendorff's alpha (nominal, ordinal) of ``annotation.agreement`` on
-                    the (rater x unit) matrix of every pair outcome, read with a binary COPY
-                    (units: response pairs), versus a reference with Python loops over
-                    units, on a subsample of ``--reference-units`` units; both printed side
-                    by side with the speed ratio and a 1e-9 agreement check.
+                    every pair outcome (units: response pairs), read as one ``string_agg``
+                    of int8 bytes per column, computed on the compact (slot x unit) matrix
+                    (the same value as the rater x unit one, which at 1M judgements is 2.3 GB
+                    of NaN and is not built); then the vectorised alpha versus a reference
+                    with Python loops over units, on the (rater x unit) matrix of a subsample
+                    of ``--reference-units`` units, side by side with the speed ratio and a
+                    1e-9 agreement check.
+       With ``--reuse`` the kept database is migrated first (the tree may have new migrations).
        ``--profile PHASE`` runs cProfile in that subprocess, ``--tracemalloc PHASE`` tracks
        allocations there (slow; use a small ``--judgements``).
     4. Prints a summary table (phase, seconds, peak MB, throughput, targets: recompute under
@@ -156,6 +160,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="Keep the bench database afterwards (for inspection).")
     parser.add_argument("--json", action="store_true", help="Also print the summary as one JSON line at the end.")
+    parser.add_argument(
+        "--report-out",
+        type=Path,
+        help="Write the recompute's agreement report here as JSON (sorted keys, without generated_at), "
+        "to compare two versions of the code byte for byte.",
+    )
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: run one phase and exit
     parser.add_argument("--project-id", type=int, help=argparse.SUPPRESS)  # internal, with --phase
     args = parser.parse_args(argv)
@@ -617,6 +627,9 @@ def phase_recompute(args: argparse.Namespace) -> dict[str, Any]:
     report = agreement_report(project=project, bootstrap=args.bootstrap, seed=0)
     seconds = time.perf_counter() - started
     encoded = json.dumps(report, allow_nan=False)
+    if args.report_out is not None:
+        stable = {key: value for key, value in report.items() if key != "generated_at"}
+        args.report_out.write_text(json.dumps(stable, allow_nan=False, sort_keys=True))
     alpha = report["pairwise"]["krippendorff_alpha"]
     flagged = sum(1 for row in report["annotators"] if row["flags"])
     return {
@@ -671,37 +684,53 @@ def phase_export(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_pair_outcomes(url: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unit index, rater id, outcome) of every PairVote, via a binary COPY (units: response pairs)."""
+    """(unit index, rater id, outcome) of every PairVote (units: response pairs).
+
+    Each column comes as one ``string_agg`` of ``int8send`` bytes (what
+    ``annotation.agreement_data`` does), so memory is the arrays plus one copy of the bytes.
+    """
     import psycopg
 
+    columns = ("response_a_id", "response_b_id", "annotator_id", "winner")
+    select = ", ".join(f"string_agg(int8send({c}::int8), ''::bytea)" for c in columns)
     with psycopg.connect(conninfo(url)) as conn, conn.cursor() as cursor:
-        buffer = bytearray()
-        with cursor.copy(
-            "COPY (SELECT response_a_id::int8, response_b_id::int8, annotator_id::int8, winner::int8"
-            " FROM annotation_pairvote) TO STDOUT (FORMAT binary)"
-        ) as copy:
-            for block in copy:
-                buffer += block
-    dtype = np.dtype(
-        [("n", ">i2"), ("l1", ">i4"), ("a", ">i8"), ("l2", ">i4"), ("b", ">i8"), ("l3", ">i4"), ("r", ">i8")]
-        + [("l4", ">i4"), ("w", ">i8")]
-    )
-    header = len(_BINARY_HEADER)
-    rows = (len(buffer) - header - 2) // dtype.itemsize
-    table = np.frombuffer(buffer, dtype=dtype, count=rows, offset=header)
-    keys = table["a"].astype(np.int64) * (int(table["b"].max()) + 1) + table["b"].astype(np.int64)
+        cursor.execute(f"SELECT {select} FROM annotation_pairvote", binary=True)  # noqa: S608 (fixed names)
+        values = list(cursor.fetchone())
+    arrays = []
+    for index in range(len(values)):
+        raw, values[index] = values[index], None
+        arrays.append(np.frombuffer(raw or b"", dtype=">i8").astype(np.int64))
+        del raw
+    a, b, r, w = arrays
+    keys = a * (int(b.max(initial=0)) + 1) + b
+    del a, b
     _, unit = np.unique(keys, return_inverse=True)
-    return unit.reshape(-1), table["r"].astype(np.int64), table["w"].astype(np.int64)
+    return unit.reshape(-1), r, w
+
+
+def subsample_matrix(unit: np.ndarray, rater: np.ndarray, outcome: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The (rater x unit) matrix of the given unit indexes only (NaN = no vote), raters with a vote there."""
+    keep = np.isin(unit, columns)
+    raters, row = np.unique(rater[keep], return_inverse=True)
+    column = np.searchsorted(columns, unit[keep])
+    matrix = np.full((raters.size, columns.size), np.nan)
+    matrix[row, column] = outcome[keep]
+    return matrix
 
 
 def reference_alpha(matrix: np.ndarray, level: str) -> float:
     """Textbook Krippendorff's alpha: coincidence matrix with Python loops over units (Krippendorff 2011)."""
-    values: list[float] = sorted({v for v in matrix.ravel().tolist() if v == v})
+    # One unit (column) at a time as a Python list: the whole matrix as nested lists would be
+    # ~1 GB of float objects at 200 raters x 100k units.
+    values_seen: set[float] = set()
+    for index in range(matrix.shape[1]):
+        values_seen.update(v for v in matrix[:, index].tolist() if v == v)
+    values: list[float] = sorted(values_seen)
     where = {v: i for i, v in enumerate(values)}
     c = len(values)
     o = [[0.0] * c for _ in range(c)]
-    for column in matrix.T.tolist():
-        unit = [where[v] for v in column if v == v]
+    for index in range(matrix.shape[1]):
+        unit = [where[v] for v in matrix[:, index].tolist() if v == v]
         m = len(unit)
         if m < 2:
             continue
@@ -728,48 +757,46 @@ def reference_alpha(matrix: np.ndarray, level: str) -> float:
 
 
 def phase_alpha(args: argparse.Namespace) -> dict[str, Any]:
-    from annotation.agreement import PairVotes, krippendorff_alpha, rating_matrix
+    """Alpha on every vote, and the vectorised alpha next to the Python-loop reference on a subsample.
+
+    The full (rater x unit) matrix is not built: at 200 raters x 1.5M units it is 2.3 GB of
+    NaN. Alpha depends only on each unit's votes, so the compact (slot x unit) matrix gives
+    the same value (checked in the tests); the side by side uses the dense matrix of the
+    subsampled units, which is what the reference loops over.
+    """
+    from annotation.agreement import PairVotes, krippendorff_alpha
     from annotation.reports import compact_ratings
 
     started = time.perf_counter()
     unit, rater, outcome = read_pair_outcomes(os.environ["DATABASE_URL"])
     read_s = time.perf_counter() - started
+    n_units = int(unit.max()) + 1 if unit.size else 0
+    n_raters = int(np.unique(rater).size)
     t0 = time.perf_counter()
-    ratings = rating_matrix(unit, rater, outcome)
+    compact = compact_ratings(PairVotes(unit=unit, rater=rater, outcome=outcome))
     matrix_s = time.perf_counter() - t0
-    matrix = ratings.matrix
     result: dict[str, Any] = {
         "read_s": read_s,
         "matrix_s": matrix_s,
-        "matrix_shape": list(matrix.shape),
-        "matrix_mb": matrix.nbytes / 2**20,
+        "dense_shape": [n_raters, n_units],
+        "dense_mb": n_raters * n_units * 8 / 2**20,
         "votes": int(unit.size),
+        "compact_shape": list(compact.shape),
     }
     full: dict[str, dict[str, float]] = {}
     for level in ("nominal", "ordinal"):
         t0 = time.perf_counter()
-        value = krippendorff_alpha(matrix, level).value
-        full[level] = {"value": value, "seconds": time.perf_counter() - t0}
-    compact = compact_ratings(PairVotes(unit=unit, rater=rater, outcome=outcome))
-    for level in ("nominal", "ordinal"):
-        t0 = time.perf_counter()
         value = krippendorff_alpha(compact, level).value
-        full[level]["compact_value"] = value
-        full[level]["compact_seconds"] = time.perf_counter() - t0
+        full[level] = {"value": value, "seconds": time.perf_counter() - t0}
     result["full"] = full
-    result["compact_shape"] = list(compact.shape)
     del compact
 
-    n_units = matrix.shape[1]
     rng = np.random.default_rng(args.seed)
     if args.reference_units and args.reference_units < n_units:
         columns = np.sort(rng.choice(n_units, args.reference_units, replace=False))
-        sub = matrix[:, columns]
     else:
-        sub = matrix
-    del matrix, ratings
-    # Drop raters with no rating in the subsample (they change nothing, and shrink the loops).
-    sub = sub[~np.isnan(sub).all(axis=1)]
+        columns = np.arange(n_units)
+    sub = subsample_matrix(unit, rater, outcome, columns)
     side: dict[str, dict[str, float]] = {}
     for level in ("nominal", "ordinal"):
         t0 = time.perf_counter()
@@ -791,7 +818,7 @@ def phase_alpha(args: argparse.Namespace) -> dict[str, Any]:
     result["side_by_side"] = side
     result["seconds"] = time.perf_counter() - started
     result["throughput"] = unit.size / (full["nominal"]["seconds"] or float("nan"))
-    result["throughput_unit"] = "votes/s (nominal, full matrix)"
+    result["throughput_unit"] = "votes/s (nominal, all votes)"
     return result
 
 
@@ -858,6 +885,8 @@ def run_phase(args: argparse.Namespace, phase: str, project_id: int, env: dict[s
         "--profile-top",
         str(args.profile_top),
     ]
+    if args.report_out is not None:
+        command += ["--report-out", str(args.report_out.resolve())]
     for name in args.profile:
         command += ["--profile", name]
     for name in args.tracemalloc:
@@ -920,16 +949,13 @@ def print_phase_details(phase: str, result: dict[str, Any]) -> None:
         print(f"  counts             {json.dumps(result['counts'])[:400]}")
     elif phase == "alpha":
         print(
-            f"  read {result['votes']:,} votes in {result['read_s']:.2f} s (binary COPY); "
-            f"rating_matrix {result['matrix_shape'][0]} raters x {result['matrix_shape'][1]:,} units "
-            f"= {result['matrix_mb']:.0f} MB in {result['matrix_s']:.2f} s"
+            f"  read {result['votes']:,} votes in {result['read_s']:.2f} s; compact matrix "
+            f"{result['compact_shape'][0]} x {result['compact_shape'][1]:,} in {result['matrix_s']:.2f} s "
+            f"(the dense {result['dense_shape'][0]} raters x {result['dense_shape'][1]:,} units matrix, "
+            f"{result['dense_mb']:.0f} MB, is not built)"
         )
         for level, row in result["full"].items():
-            print(
-                f"  full matrix {level:8} alpha {row['value']:.12f} in {row['seconds']:.2f} s; "
-                f"compact {result['compact_shape'][0]}x{result['compact_shape'][1]:,} "
-                f"{row['compact_value']:.12f} in {row['compact_seconds']:.2f} s"
-            )
+            print(f"  all votes {level:8} alpha {row['value']:.12f} in {row['seconds']:.2f} s")
         print(
             f"  side by side on {result['subsample_units']:,} units x {result['subsample_raters']} raters "
             "(vectorised = annotation.agreement.krippendorff_alpha, reference = Python loops over units):"
@@ -1045,6 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
     load: dict[str, Any] | None = None
     try:
         if args.reuse:
+            migrate(env)  # the kept database may predate a migration of the tree measured now
             setup_django()
             from annotation.models import Project
 

@@ -15,6 +15,7 @@ from annotation.aggregate import (
     DROP_REASONS,
     MajorityConfig,
     consensus_order,
+    consensus_orders,
     dawid_skene,
     majority_vote,
 )
@@ -262,3 +263,62 @@ def test_every_pair_is_kept_or_has_a_reason_and_kept_pairs_are_strict_majorities
     assert (result.share[kept] > 0.5).all()
     assert (result.share[kept] >= config.threshold - 1e-9).all()
     assert (result.counted[kept] >= config.min_votes).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tasks=st.lists(
+        st.tuples(
+            st.integers(2, 6),  # K
+            st.lists(
+                st.tuples(st.integers(-1, 1), st.sampled_from([0.5, 1.0, 2.0, 1 / 3, 0.1])), min_size=15, max_size=15
+            ),
+            st.randoms(use_true_random=False),
+        ),
+        min_size=0,
+        max_size=6,
+    )
+)
+def test_consensus_orders_equals_consensus_order_per_task(tasks):
+    """The batched consensus of an export gives, task by task, exactly what consensus_order gives."""
+    group, responses, pair_group, first, second, winner, margin = [], [], [], [], [], [], []
+    expected = []
+    next_id = 100
+    for g, (k, outcomes, rng) in enumerate(tasks):
+        ids = list(range(next_id, next_id + k))
+        next_id += k + rng.randint(0, 3)
+        rng.shuffle(ids)  # position order is not id order
+        pairs = [(a, b) for i, a in enumerate(sorted(ids)) for b in sorted(ids)[i + 1 :]]
+        f = [a for a, _ in pairs]
+        s = [b for _, b in pairs]
+        w = [outcomes[i][0] for i in range(len(pairs))]
+        m = [outcomes[i][1] for i in range(len(pairs))]
+        expected.append(consensus_order(ids, f, s, w, m))
+        group += [g] * k
+        responses += ids
+        pair_group += [g] * len(pairs)
+        first += f
+        second += s
+        winner += w
+        margin += m
+    batched = consensus_orders(group, responses, pair_group, first, second, winner, margin)
+    offset = 0
+    for one in expected:
+        k = one.responses.size
+        assert batched.rank[offset : offset + k].tolist() == one.rank.tolist()
+        assert batched.copeland[offset : offset + k].tolist() == one.copeland.tolist()
+        assert batched.net_support[offset : offset + k].tolist() == one.net_support.tolist()
+        offset += k
+
+
+def test_consensus_orders_refuses_unknown_responses_and_duplicates():
+    with pytest.raises(ValueError, match="not in responses"):
+        consensus_orders([0, 0], [1, 2], [0], [1], [3], [1])
+    with pytest.raises(ValueError, match="not in responses"):
+        consensus_orders([0, 0, 1, 1], [1, 2, 3, 4], [0], [1], [3], [1])  # 3 is in task 1, not 0
+    with pytest.raises(ValueError, match="distinct"):
+        consensus_orders([0, 0], [1, 1], [], [], [], [])
+    with pytest.raises(ValueError, match="must not decrease"):
+        consensus_orders([1, 0], [1, 2], [], [], [], [])
+    empty = consensus_orders([], [], [], [], [], [])
+    assert empty.rank.size == 0

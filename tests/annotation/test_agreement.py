@@ -24,12 +24,14 @@ from scipy.stats import binomtest, kendalltau, spearmanr
 from annotation.agreement import (
     LEVELS,
     NO_VARIATION,
+    AnnotatorStats,
     PairVotes,
     RankingData,
     annotator_stats,
     bootstrap_ci,
     bootstrap_mean_ci,
     cohen_kappa,
+    distinct_index,
     fleiss_kappa,
     item_stats,
     krippendorff_alpha,
@@ -658,3 +660,140 @@ def test_rating_matrix_labels_rows_and_columns():
     np.testing.assert_array_equal(ratings.rows([7]), [[0.0, 1.0]])
     with pytest.raises(KeyError, match="no rater 6"):
         ratings.rows([6])
+
+
+def test_rank_agreement_in_slices_equals_one_pass(monkeypatch):
+    """Large rankings are taken in slices of whole items: the figures must not change at all."""
+    import annotation.agreement as agreement
+
+    rng = np.random.default_rng(7)
+    n_items, k = 60, 4
+    item = np.repeat(np.arange(100, 100 + n_items), 5)[rng.permutation(n_items * 5)]  # items interleaved
+    rater = np.zeros(item.size, dtype=np.int64)
+    for value in np.unique(item):
+        rows = np.flatnonzero(item == value)
+        rater[rows] = rng.permutation(20)[: rows.size]
+    ranks = rng.integers(0, 3, (item.size, k)).astype(float)
+    ranks[item % 7 == 0, 3] = np.nan  # some 3-way items
+    data = RankingData(item=item, rater=rater, ranks=ranks)
+    whole = rank_agreement(data)
+    monkeypatch.setattr(agreement, "_RANK_ROWS", 13)  # slices of 13 rows, cut at item ends
+    sliced = rank_agreement(data)
+    for name in ("items", "n_raters", "n_responses", "kendall_w", "mean_tau_b"):
+        assert np.array_equal(getattr(whole, name), getattr(sliced, name), equal_nan=True), name
+    for name in ("subpairs", "subpairs_no_ties"):
+        a, b = getattr(whole, name), getattr(sliced, name)
+        assert (a.value, a.agreeing_pairs, a.pairs) == (b.value, b.agreeing_pairs, b.pairs)
+        assert np.array_equal(a.unit_share, b.unit_share, equal_nan=True)
+    # And the sub-pair counts are those of RankingData.subpairs().
+    sub = data.subpairs().votes
+    counts = agreement._outcome_counts(sub.unit, sub.outcome)
+    assert whole.subpairs.pairs == int((counts.sum(axis=1) * (counts.sum(axis=1) - 1) // 2).sum())
+
+
+def _loo_reference(votes: PairVotes) -> dict[int, tuple[int, int]]:
+    """Leave-one-out plurality (hits, n) per rater by plain Python loops over the votes."""
+    by_unit: dict[int, list[int]] = {}
+    for unit, outcome in zip(votes.unit.tolist(), votes.outcome.tolist(), strict=True):
+        by_unit.setdefault(unit, []).append(outcome)
+    out: dict[int, tuple[int, int]] = {}
+    for unit, rater, outcome in zip(votes.unit.tolist(), votes.rater.tolist(), votes.outcome.tolist(), strict=True):
+        others = list(by_unit[unit])
+        others.remove(outcome)
+        tally = {value: others.count(value) for value in (-1, 0, 1)}
+        top = max(tally.values())
+        hits, n = out.get(rater, (0, 0))
+        if top > 0 and list(tally.values()).count(top) == 1:
+            n += 1
+            hits += int(tally[outcome] == top)
+        out[rater] = (hits, n)
+    return out
+
+
+@pytest.mark.parametrize("raters_per_unit", [3, 150])
+@pytest.mark.parametrize("dense_units", [True, False])
+def test_narrow_vote_arrays_give_the_same_statistics(raters_per_unit, dense_units):
+    """int32 ids and int8 outcomes (the report's compact read) change no statistic.
+
+    150 raters on a unit puts counts above int8's range in the leave-one-out plurality.
+    """
+    rng = np.random.default_rng(raters_per_unit)
+    n_units = 40
+    rater_pool = 100_000 + rng.choice(400, 200 if raters_per_unit > 100 else 12, replace=False) * 997
+    unit = np.repeat(np.arange(n_units), raters_per_unit)
+    rater = np.concatenate([rng.choice(rater_pool, raters_per_unit, replace=False) for _ in range(n_units)])
+    if not dense_units:
+        unit = unit * 7 + 3
+    n = unit.size
+    wide = PairVotes(
+        unit=unit.astype(np.int64),
+        rater=rater.astype(np.int64),
+        outcome=rng.choice([-1, 0, 1], n, p=[0.45, 0.1, 0.45]).astype(np.int64),
+        a_shown_first=rng.integers(-1, 2, n).astype(np.int64),
+        len_a=rng.integers(-1, 50, n).astype(np.int64),
+        len_b=rng.integers(-1, 50, n).astype(np.int64),
+        judgement=np.arange(n, dtype=np.int64) // 3 + 2_000_000,
+        time_ms=rng.integers(100, 5000, n).astype(float),
+        gold=np.where(unit % 5 == 0, rng.choice([-1.0, 0.0, 1.0], n), np.nan),
+    )
+    narrow = PairVotes(
+        unit=wide.unit.astype(np.int32),
+        rater=wide.rater.astype(np.int32),
+        outcome=wide.outcome.astype(np.int8),
+        a_shown_first=wide.a_shown_first.astype(np.int8),
+        len_a=wide.len_a.astype(np.int32),
+        len_b=wide.len_b.astype(np.int32),
+        judgement=wide.judgement.astype(np.int32),
+        time_ms=wide.time_ms,
+        gold=wide.gold,
+    )
+    assert narrow.outcome.dtype == np.int8 and narrow.unit.dtype == np.int32  # kept, not widened
+
+    a, b = annotator_stats(wide, min_overlap=2), annotator_stats(narrow, min_overlap=2)
+    for name in AnnotatorStats.__dataclass_fields__:
+        if name == "peer_kappa":
+            for field in ("raters", "kappa", "overlap"):
+                np.testing.assert_array_equal(getattr(a.peer_kappa, field), getattr(b.peer_kappa, field))
+        else:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    reference = _loo_reference(wide)
+    for index, rater_id in enumerate(a.raters.tolist()):
+        hits, count = reference[rater_id]
+        assert int(a.loo_n[index]) == count
+        assert same(float(a.loo_agreement[index]), hits / count if count else NAN)
+
+    wide_items, narrow_items = item_stats(wide), item_stats(narrow)
+    for name in ("units", "counts", "n_votes", "majority", "majority_share", "entropy_bits", "contested"):
+        np.testing.assert_array_equal(getattr(wide_items, name), getattr(narrow_items, name), err_msg=name)
+
+
+def test_distinct_index_matches_np_unique():
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.integers(-100, 101, 500).astype(np.int8),  # int8 offsets from the minimum wrap around in int8
+        rng.integers(0, 10, 1000).astype(np.int32) * 1000 + 5,  # narrow range: lookup table
+        rng.integers(-(2**40), 2**40, 300),  # wide range: binary search
+        np.zeros(0, dtype=np.int64),
+    ]
+    for values in cases:
+        distinct, index = distinct_index(values)
+        expected, inverse = np.unique(values, return_inverse=True)
+        np.testing.assert_array_equal(distinct, expected)
+        np.testing.assert_array_equal(index, inverse.reshape(-1))
+        assert index.dtype == np.int32
+
+
+def test_outcome_codes_of_narrow_arrays_do_not_wrap_around():
+    """int16 unit indexes times 3 leave int16's range: the codes are taken in a wider type."""
+    from annotation.agreement import outcome_code
+
+    unit = np.array([0, 12_000, 20_000, 32_767], dtype=np.int16)
+    outcome = np.array([-1, 0, 1, 1], dtype=np.int8)
+    code = outcome_code(unit, outcome, 32_768)
+    np.testing.assert_array_equal(code, unit.astype(np.int64) * 3 + outcome + 1)
+    assert code.dtype == np.int32
+    assert outcome_code(unit, outcome, 2**31).dtype == np.int64
+    votes = PairVotes(unit=unit, rater=np.arange(4, dtype=np.int16), outcome=outcome)
+    stats = item_stats(votes)
+    np.testing.assert_array_equal(stats.units, [0, 12_000, 20_000, 32_767])
+    np.testing.assert_array_equal(stats.counts, [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]])

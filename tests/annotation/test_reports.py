@@ -577,3 +577,34 @@ def test_pairs_listed_once_each(flagged_project):
     assert sorted(pairs) == list(combinations(names, 2))
     data = project_pair_votes(project)
     assert report["counts"]["pair_votes"] == len(data.votes)
+
+
+@pytest.mark.parametrize("with_gold", [True, False])
+def test_compact_read_holds_the_same_votes_in_narrow_types(flagged_project, ranking_project, with_gold):
+    """The report's compact read: the same values as the default read, in int32 and int8."""
+    for project in (flagged_project[0], ranking_project[0]):
+        if not with_gold:
+            Task.objects.filter(project=project).update(is_gold=False, gold_tiers=None)
+        wide, narrow = project_pair_votes(project), project_pair_votes(project, compact=True)
+        np.testing.assert_array_equal(wide.units, narrow.units)
+        assert wide.units.dtype == narrow.units.dtype == np.int64
+        assert wide.usernames == narrow.usernames
+        expected_types = {
+            "unit": np.int32,
+            "rater": np.int32,
+            "outcome": np.int8,
+            "a_shown_first": np.int8,
+            "len_a": np.int32,
+            "len_b": np.int32,
+            "judgement": np.int32,
+        }
+        for name, narrow_type in expected_types.items():
+            assert getattr(wide.votes, name).dtype == np.int64, name  # the default read is unchanged
+            assert getattr(narrow.votes, name).dtype == narrow_type, name
+            np.testing.assert_array_equal(getattr(wide.votes, name), getattr(narrow.votes, name), err_msg=name)
+        for name in ("time_ms", "gold"):
+            np.testing.assert_array_equal(getattr(wide.votes, name), getattr(narrow.votes, name), err_msg=name)
+        # Without gold answers the compact read stores no gold array per vote (a view of one NaN).
+        has_gold = bool(np.isfinite(wide.votes.gold).any())
+        assert has_gold == (with_gold and project == flagged_project[0])
+        assert (narrow.votes.gold.strides == (0,)) == (not has_gold)
