@@ -87,6 +87,10 @@ PAGES = [
     Page("project-new", "/projects/new/", user="admin", ready="#id_name"),
     Page("members", "/projects/1/members/", user="admin", ready="#members"),
     Page("imports", "/projects/1/imports/", user="admin", ready="#upload-form"),
+    Page("dashboard", "/projects/1/dashboard/", user="admin", ready="#dashboard[data-ready='true']", full_page=True),
+    Page("dashboard-ranking", "/projects/2/dashboard/", user="admin", ready="#dashboard[data-ready='true']"),
+    Page("exports", "/projects/1/exports/", user="admin", ready="#exports-page[data-ready='true']"),
+    Page("reward-models", "/projects/1/reward-models/", user="admin", ready="#rm-list-page"),
 ]
 
 
