@@ -221,6 +221,8 @@ def project_dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": {
             "threshold": project.agreement_threshold,
             "overlap": project.annotations_per_task,
+            # The ring sits where a snapshot with the default parameters would cut.
+            "min_votes": _DEFAULTS["min_votes"],
             "kind": project.kind,
         },
     }
@@ -231,6 +233,7 @@ def project_dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "cards": _statistic_cards(report),
         "annotators": _annotator_rows(report),
         "contested": contested,
+        "export_min_votes": _DEFAULTS["min_votes"],
         "chart_data": chart_data,
         "trend_by": trend_by,
         "trend_choices": TREND_BY,

@@ -137,7 +137,7 @@ def test_dashboard_shows_the_figures_trend_heatmap_and_preview(client, judged, m
     at = data["preview"]["thresholds"].index(0.7)
     # Every pair has a strict majority; at 0.7 only the five unanimous ones are left.
     assert data["preview"]["curves"][0]["kept"][0] == 8 and data["preview"]["curves"][2]["kept"][at] == 5
-    assert data["project"] == {"threshold": 0.7, "overlap": 3, "kind": "pairwise"}
+    assert data["project"] == {"threshold": 0.7, "overlap": 3, "min_votes": 1, "kind": "pairwise"}
 
 
 def test_annotator_table_flags_and_sort_keys(client, judged, manager):

@@ -143,7 +143,7 @@ function init() {
   drawHeatmap(document.getElementById("kappa-heatmap"), data.heatmap);
   drawPreview(document.getElementById("preview-chart"), data.preview, {
     threshold: data.project.threshold,
-    minVotes: data.project.overlap,
+    minVotes: data.project.min_votes,
   });
   const table = document.getElementById("annotator-table");
   if (table) sortableTable(table);
