@@ -86,7 +86,7 @@ def main() -> None:
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "collectstatic", "--noinput", "-v", "0")
     print("Loading demo projects from real data (first run only) ...", flush=True)
-    _manage(env, "load_demo", "--password", password)
+    _manage(env, "load_demo", f"--password={password}")
 
     # Two workers, as in production: `default` (imports, exports, agreement; with beat embedded
     # for the periodic reapers) and `gpu` (reward-model training, on the CPU here), so that a

@@ -129,7 +129,7 @@ def main() -> None:
     manage = [str(BIN / "python"), "manage.py"]
     for args in (["migrate", "--noinput", "-v", "0"], ["collectstatic", "--noinput", "-v", "0"]):
         subprocess.run(manage + args, cwd=ROOT, env=env, check=True)
-    subprocess.run(manage + ["load_demo", "--password", password], cwd=ROOT, env=env, check=True)
+    subprocess.run([*manage, "load_demo", f"--password={password}"], cwd=ROOT, env=env, check=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     web = subprocess.Popen(
