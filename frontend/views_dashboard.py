@@ -23,16 +23,14 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import queue_sql
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS, MajorityConfig
-from annotation.models import Judgement, Project, Role
+from annotation.models import Judgement, Project
 from annotation.reports import (
     DEFAULT_LOW_AGREEMENT_BELOW,
     DEFAULT_MIN_OVERLAP,
@@ -43,22 +41,13 @@ from annotation.reports import (
 from annotation.trends import DEFAULT_POINTS, TREND_BY, agreement_trend
 from exports.models import ExportSnapshot, ExportState
 from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS, ExportParams, InvalidParams
+from frontend.access import managed_project
 
 DASHBOARD_BOOTSTRAP = 500
 """Bootstrap resamples behind the dashboard's intervals (the API's default is 1000)."""
 EXPORTS_LISTED = 50
 
 _DEFAULTS = {f.name: f.default for f in fields(ExportParams)}
-
-
-def managed_project(request: HttpRequest, project_id: int) -> Project:
-    """The project if the caller manages it; 404 for outsiders, 403 for its annotators."""
-    project = queue_sql.project_with_role(project_id, request.user.pk)
-    if project is None:
-        raise Http404("No such project.")
-    if project.caller_role != Role.MANAGER:
-        raise PermissionDenied("Only a manager of this project can open this page.")
-    return project
 
 
 def preview_curves(project: Project, base: MajorityConfig | None = None) -> dict[str, Any]:

@@ -43,19 +43,10 @@ from annotation.models import (
     Task,
     TaskResponse,
 )
+from frontend.access import managed_project
 from frontend.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, ProjectForm, TaskFilterForm
 
 TASKS_PER_PAGE = 50
-
-
-def managed_project(request: HttpRequest, project_id: int) -> Project:
-    """The project if the caller manages it; 404 for outsiders, 403 for its annotators."""
-    project = queue_sql.project_with_role(project_id, request.user.pk)
-    if project is None:
-        raise Http404("No such project.")
-    if project.caller_role != Role.MANAGER:
-        raise PermissionDenied("Only a manager of this project can open this page.")
-    return project
 
 
 def _page(request: HttpRequest, template: str, project: Project, section: str, **context: Any) -> HttpResponse:

@@ -15,17 +15,16 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import queue_sql
-from annotation.models import Project, Role
+from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
+from frontend.access import managed_project
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
 from rewardmodel.services import (
     RewardModelError,
@@ -46,16 +45,6 @@ VERSION_METRICS = [
     ("margin", "Margin"),
     ("ece", "ECE"),
 ]
-
-
-def managed_project(request: HttpRequest, project_id: int) -> Project:
-    """The project if the caller manages it; 404 for outsiders, 403 for its annotators."""
-    project = queue_sql.project_with_role(project_id, request.user.pk)
-    if project is None:
-        raise Http404("No such project.")
-    if project.caller_role != Role.MANAGER:
-        raise PermissionDenied("Only a manager of this project can open this page.")
-    return project
 
 
 class TrainForm(forms.Form):
