@@ -49,7 +49,7 @@ from annotation.agreement import (
     percent_agreement,
     rank_agreement,
 )
-from annotation.agreement_data import project_pair_votes, project_rankings
+from annotation.agreement_data import ProjectPairVotes, project_pair_votes, project_rankings
 from annotation.models import Judgement, Project, ProjectKind
 
 TrendBy = Literal["count", "day", "week"]
@@ -206,10 +206,17 @@ def _check(by: str, points: int) -> None:
         raise ValueError(f"points must be an integer between 2 and {MAX_POINTS}")
 
 
-def agreement_trend(*, project: Project, by: TrendBy = "count", points: int = DEFAULT_POINTS) -> dict[str, Any]:
-    """The cumulative agreement of ``project`` at up to ``points`` checkpoints (see the module docstring)."""
+def agreement_trend(
+    *, project: Project, by: TrendBy = "count", points: int = DEFAULT_POINTS, data: ProjectPairVotes | None = None
+) -> dict[str, Any]:
+    """The cumulative agreement of ``project`` at up to ``points`` checkpoints (see the module docstring).
+
+    ``data``: the project's pair votes when the caller has read them already (the dashboard
+    shares one read between the trend and the threshold preview).
+    """
     _check(by, points)
-    data = project_pair_votes(project)
+    if data is None:
+        data = project_pair_votes(project)
     is_ranking = project.kind == ProjectKind.RANKING
     submitted = list(
         Judgement.objects.filter(task__project=project).order_by("created_at", "pk").values_list("pk", "created_at")

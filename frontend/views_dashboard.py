@@ -30,6 +30,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS, MajorityConfig
+from annotation.agreement_data import ProjectPairVotes, project_pair_votes
 from annotation.models import Judgement, Project
 from annotation.reports import (
     DEFAULT_LOW_AGREEMENT_BELOW,
@@ -50,11 +51,13 @@ EXPORTS_LISTED = 50
 _DEFAULTS = {f.name: f.default for f in fields(ExportParams)}
 
 
-def preview_curves(project: Project, base: MajorityConfig | None = None) -> dict[str, Any]:
+def preview_curves(
+    project: Project, base: MajorityConfig | None = None, data: ProjectPairVotes | None = None
+) -> dict[str, Any]:
     """The threshold preview of ``project`` as JSON (the same as the API's preview endpoint)."""
     from annotation.api.dashboard_views import project_preview
 
-    return project_preview(project, base, extra_thresholds=(project.agreement_threshold,))
+    return project_preview(project, base, extra_thresholds=(project.agreement_threshold,), data=data)
 
 
 # --- the agreement dashboard -------------------------------------------------------------------
@@ -194,8 +197,10 @@ def project_dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     options = form.options()
     trend_by = options.pop("trend")
     report = agreement_report(project=project, bootstrap=DASHBOARD_BOOTSTRAP, seed=0, **options)
-    trend = agreement_trend(project=project, by=trend_by, points=DEFAULT_POINTS)
-    preview = preview_curves(project)
+    # One read of the pair votes serves both the trend and the preview.
+    votes = project_pair_votes(project)
+    trend = agreement_trend(project=project, by=trend_by, points=DEFAULT_POINTS, data=votes)
+    preview = preview_curves(project, data=votes)
     contested = [
         {
             **item,

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS, MajorityConfig
-from annotation.agreement_data import project_pair_votes
+from annotation.agreement_data import ProjectPairVotes, project_pair_votes
 from annotation.api.permissions import IsProjectManager
 from annotation.api.views import ProjectScopedMixin
 from annotation.models import Project
@@ -43,6 +43,7 @@ def project_preview(
     config: MajorityConfig | None = None,
     max_min_votes: int | None = None,
     extra_thresholds: tuple[float, ...] = (),
+    data: ProjectPairVotes | None = None,
 ) -> dict:
     """The threshold preview of ``project`` as JSON.
 
@@ -50,9 +51,10 @@ def project_preview(
     the most votes on one pair, whichever is larger, at most ``DEFAULT_PREVIEW_CURVES``
     (the last curve then means "that many votes or more"). The grid is 0.5 .. 1 by 0.025
     plus ``extra_thresholds`` (the one a form has chosen, so that its count is exact).
+    ``data``: the project's pair votes when the caller has read them already.
     """
     grid = sorted({*DEFAULT_THRESHOLDS, *(float(t) for t in extra_thresholds)})
-    votes = project_pair_votes(project).votes
+    votes = (data if data is not None else project_pair_votes(project)).votes
     if max_min_votes is None:
         max_min_votes = int(project.annotations_per_task)
         if len(votes):
