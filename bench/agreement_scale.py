@@ -73,9 +73,9 @@ from benchdb import (
     conninfo,
     database_name,
     django_env,
-    drop_database,
     migrate,
     recreate_database,
+    release_database,
     setup_django,
 )
 
@@ -1111,14 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if created and not args.keep:
-            drop_database(args.database_url)
-        elif created:
-            print(f"kept database {args.database_url} (measure it again with --reuse)")
+        release_database(args.database_url, created=created, keep=args.keep, note=" (measure it again with --reuse)")
         shutil.rmtree(var_dir, ignore_errors=True)
 
 

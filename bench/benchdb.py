@@ -38,6 +38,19 @@ def recreate_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def release_database(url: str, *, created: bool, keep: bool, note: str = "") -> None:
+    """End of a run: close Django's connections, then drop the database the run created
+    unless ``keep`` (saying so, with ``note``)."""
+    if "django" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    if created and not keep:
+        drop_database(url)
+    elif created:
+        print(f"kept database {url}{note}")
+
+
 def drop_database(url: str) -> None:
     import psycopg
     from psycopg import sql

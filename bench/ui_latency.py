@@ -56,7 +56,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchdb import REPO_ROOT, database_name, django_env, drop_database, migrate, recreate_database, setup_django
+from benchdb import REPO_ROOT, database_name, django_env, migrate, recreate_database, release_database, setup_django
 
 CHROMIUM = Path(os.environ.get("ARPAD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -364,11 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                     + Task.objects.filter(project=project, judgement_count__gt=1).count(),
                 }
         finally:
-            if not args.keep:
-                from django.db import connections
-
-                connections.close_all()
-                drop_database(args.database_url)
+            release_database(args.database_url, created=True, keep=args.keep)
     report = {key: summary(values) for key, values in figures.items()}
     report["checks"] = checks
     report["machine"] = {"cpus": os.cpu_count(), "gunicorn": f"gthread {args.gunicorn_workers}x{args.gunicorn_threads}"}
