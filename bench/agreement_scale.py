@@ -1019,7 +1019,8 @@ def print_summary(load: dict[str, Any] | None, results: dict[str, dict[str, Any]
 MEASURED_MODULES = (
     "annotation/agreement.py",
     "annotation/agreement_data.py",
-    "annotation/reports.py",
+    "annotation/reports/figures.py",
+    "annotation/reports/report.py",
     "annotation/aggregate.py",
     "exports/services.py",
     "exports/snapshot.py",

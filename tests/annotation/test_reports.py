@@ -43,14 +43,13 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.reports import (
-    _COLUMNS,
-    _unit_sums,
     agreement_report,
     agreement_report_from_file,
     compact_ratings,
     pooled_statistics,
     render_table,
 )
+from annotation.reports.figures import COLUMNS, unit_sums
 from tests.factories import ProjectFactory, UserFactory, make_task
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("error::RuntimeWarning")]
@@ -365,9 +364,9 @@ def test_pooled_statistics_match_the_agreement_module():
     item_of_unit = np.array(item_of_unit)
     counts = np.zeros((item_of_unit.size, 3), dtype=np.int64)
     np.add.at(counts, (votes.unit, votes.outcome + 1), 1)
-    per_unit = _unit_sums(counts)
-    assert per_unit.shape[1] == _COLUMNS
-    per_item = np.zeros((n_items, _COLUMNS))
+    per_unit = unit_sums(counts)
+    assert per_unit.shape[1] == COLUMNS
+    per_item = np.zeros((n_items, COLUMNS))
     np.add.at(per_item, item_of_unit, per_unit)
 
     full = votes.ratings().matrix

@@ -1,18 +1,15 @@
-"""The agreement report: one JSON-serialisable dict per project, and a fixed-width text table.
+"""The agreement report of a project: one JSON-serialisable dict.
 
 ::
 
-    from annotation.reports import agreement_report, agreement_report_from_file, render_table
+    from annotation.reports import agreement_report
 
     report = agreement_report(project=project, bootstrap=1000, seed=0)
-    print(render_table(report))
     json.dumps(report, allow_nan=False)  # always works: no NaN, no numpy types
 
-    # A report on a judgement file, without creating a project (nothing is kept):
-    report = agreement_report_from_file(path="testset-v1.json", format="pandalm")
-
 The statistics are those of :mod:`annotation.agreement`, computed on the rows that
-:mod:`annotation.agreement_data` reads; this module only chooses, summarises and formats
+:mod:`annotation.agreement_data` reads, with their intervals from the per-item sums of
+:mod:`annotation.reports.figures`; this module only chooses, summarises and formats
 them. Its parts:
 
 ``counts``
@@ -61,14 +58,10 @@ moderate on very large projects.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.db import transaction
 from django.utils import timezone
 
 from annotation.agreement import (
@@ -90,8 +83,8 @@ from annotation.agreement_data import (
     project_rankings,
     release_free_memory,
 )
-from annotation.importers import import_file
-from annotation.models import MAX_RESPONSES_PER_TASK, Project, ProjectKind, Response, Task
+from annotation.models import Project, ProjectKind, Response, Task
+from annotation.reports.figures import COLUMNS, bootstrap_sums, compact_ratings, pooled_statistics, unit_sums
 
 REPORT_VERSION = 1
 
@@ -105,13 +98,10 @@ CONFIDENCE_LEVEL = 0.95
 
 FLAGS = ("low_agreement", "position_bias", "too_fast")
 
-# Formats whose items are always one pair; the others may hold K-way rankings.
-PAIRWISE_FORMATS = frozenset({"pandalm", "mt-bench", "hh-rlhf"})
-
-# At most this many cells in one bootstrap weight matrix (resamples x items).
-_BOOTSTRAP_CELLS = 2_000_000
-
 NO_JUDGEMENTS = "the project has no judgements"
+
+# Units per slice of the per-unit statistics (22 floats a unit), to bound their memory.
+_UNIT_SLICE = 200_000
 
 
 # --- number formatting -------------------------------------------------------------------------
@@ -141,39 +131,6 @@ def _reason(value: Any, reason: str) -> str | None:
     return None
 
 
-# --- bootstrap over items from per-item sums ---------------------------------------------------
-
-
-def _bootstrap_sums(per_item: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, columns): the column sums of ``per_item`` over resamples of its rows.
-
-    Equivalent to summing ``per_item[rng.integers(0, n, n)]`` per resample, written as
-    (resample weights) @ per_item in chunks so that memory stays bounded.
-    """
-    n_items = per_item.shape[0]
-    out = np.empty((n_boot, per_item.shape[1]))
-    chunk = max(1, _BOOTSTRAP_CELLS // max(n_items, 1))
-    # The products are thin (a few rows by 22 columns): BLAS threads gain nothing there, and
-    # on a busy machine their spinning made one report take 20 s instead of 0.5 s.
-    with _one_blas_thread():
-        for start in range(0, n_boot, chunk):
-            rows = min(chunk, n_boot - start)
-            index = rng.integers(0, n_items, (rows, n_items))
-            flat = (index + (np.arange(rows) * n_items)[:, None]).ravel()
-            weights = np.bincount(flat, minlength=rows * n_items).reshape(rows, n_items).astype(float)
-            out[start : start + rows] = weights @ per_item
-    return out
-
-
-def _one_blas_thread() -> Any:
-    """Limit BLAS to one thread for a block (threadpoolctl, when installed; else no change)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - an optional helper
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _interval(draws: np.ndarray | None, *, level: float) -> tuple[dict[str, Any] | None, str | None]:
     """Percentile interval of the finite draws, as ``({low, high, valid_resamples}, None)`` or ``(None, why)``."""
     if draws is None:
@@ -186,127 +143,7 @@ def _interval(draws: np.ndarray | None, *, level: float) -> tuple[dict[str, Any]
     return {"low": _num(low), "high": _num(high), "valid_resamples": int(valid.size)}, None
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    numerator = np.asarray(numerator, dtype=float)
-    denominator = np.asarray(denominator, dtype=float)
-    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
-def _fleiss_from_sums(sums: np.ndarray) -> np.ndarray:
-    """Fleiss' kappa from summed [sum of per-unit P_i, units, category counts (3)]."""
-    p_sum, units, categories = sums[..., 0], sums[..., 1], sums[..., 2:5]
-    observed = _safe_divide(p_sum, units)
-    shares = _safe_divide(categories, categories.sum(axis=-1, keepdims=True))
-    expected = (shares**2).sum(axis=-1)
-    kappa = _safe_divide(observed - expected, 1.0 - expected)
-    kappa[(units == 0) | (np.count_nonzero(categories, axis=-1) < 2)] = np.nan
-    return kappa
-
-
-_LOW, _HIGH = np.minimum.outer(np.arange(3), np.arange(3)), np.maximum.outer(np.arange(3), np.arange(3))
-
-
-def _alpha_from_coincidences(flat: np.ndarray, level: str) -> np.ndarray:
-    """Krippendorff's alpha from summed coincidence matrices (..., 9) over the outcomes -1, 0, +1.
-
-    The same formulas as :func:`annotation.agreement.krippendorff_alpha`; a category absent
-    from a resample has zero marginal and zero coincidences and so changes nothing.
-    """
-    coincidence = flat.reshape(*flat.shape[:-1], 3, 3)
-    marginals = coincidence.sum(axis=-1)
-    n = marginals.sum(axis=-1)
-    if level == "nominal":
-        d2 = np.broadcast_to(1.0 - np.eye(3), coincidence.shape)
-    else:
-        cumulative = np.cumsum(marginals, axis=-1)
-        between = cumulative[..., _HIGH] - cumulative[..., _LOW] + marginals[..., _LOW]
-        d2 = (between - (marginals[..., _LOW] + marginals[..., _HIGH]) / 2.0) ** 2
-    observed = _safe_divide((coincidence * d2).sum(axis=(-1, -2)), n)
-    outer = marginals[..., :, None] * marginals[..., None, :]
-    expected = _safe_divide((outer * d2).sum(axis=(-1, -2)), n * (n - 1))
-    alpha = 1.0 - _safe_divide(observed, expected)
-    alpha[~(expected > 0)] = np.nan
-    return alpha
-
-
-# Columns of the per-item sufficient statistics.
-_PA, _PA_NT, _FLEISS, _ALPHA, _W, _TAU = (
-    slice(0, 2),
-    slice(2, 4),
-    slice(4, 9),
-    slice(9, 18),
-    slice(18, 20),
-    slice(20, 22),
-)
-_COLUMNS = 22
-_UNIT_SLICE = 200_000
-
-
-def _unit_sums(counts: np.ndarray) -> np.ndarray:
-    """Per unit: the sufficient statistics of every pooled figure (columns as above, W/tau zero)."""
-    counts = counts.astype(float)
-    m = counts.sum(axis=1)
-    out = np.zeros((counts.shape[0], _COLUMNS))
-    out[:, 0] = (counts * (counts - 1) / 2).sum(axis=1)
-    out[:, 1] = m * (m - 1) / 2
-    decided = counts[:, [0, 2]]
-    m_decided = decided.sum(axis=1)
-    out[:, 2] = (decided * (decided - 1) / 2).sum(axis=1)
-    out[:, 3] = m_decided * (m_decided - 1) / 2
-    pairable = m >= 2
-    out[pairable, 4] = (counts[pairable] * (counts[pairable] - 1)).sum(axis=1) / (m[pairable] * (m[pairable] - 1))
-    out[pairable, 5] = 1.0
-    out[pairable, 6:9] = counts[pairable]
-    coincidence = counts[:, :, None] * counts[:, None, :]
-    coincidence[:, [0, 1, 2], [0, 1, 2]] -= counts
-    coincidence = _safe_divide(coincidence, (m - 1)[:, None, None])
-    coincidence[~pairable] = 0.0
-    out[:, 9:18] = coincidence.reshape(-1, 9)
-    return out
-
-
-def pooled_statistics(sums: np.ndarray) -> dict[str, np.ndarray]:
-    """Every pooled statistic from column sums (one row, or one row per resample)."""
-    sums = np.atleast_2d(sums)
-    return {
-        "percent_agreement": _safe_divide(sums[:, 0], sums[:, 1]),
-        "percent_agreement_no_ties": _safe_divide(sums[:, 2], sums[:, 3]),
-        "fleiss_kappa": _fleiss_from_sums(sums[:, _FLEISS]),
-        "alpha_nominal": _alpha_from_coincidences(sums[:, _ALPHA], "nominal"),
-        "alpha_ordinal": _alpha_from_coincidences(sums[:, _ALPHA], "ordinal"),
-        "kendall_w": _safe_divide(sums[:, 18], sums[:, 19]),
-        "mean_tau_b": _safe_divide(sums[:, 20], sums[:, 21]),
-    }
-
-
 # --- the report ----------------------------------------------------------------------------------
-
-
-def compact_ratings(votes: PairVotes) -> np.ndarray:
-    """The outcomes as a (slot x unit) matrix: column u holds unit u's votes in slots 0..m_u - 1.
-
-    Percent agreement, Fleiss' kappa and Krippendorff's alpha depend only on the votes per
-    unit, not on who cast them, so this matrix gives the same values as the (rater x unit)
-    one, at the size of (most votes on one unit) x units.
-    """
-    unit = votes.unit
-    per_unit = np.bincount(unit) if unit.size and unit.min() >= 0 else None
-    if per_unit is None or per_unit.size > 2 * unit.size or not per_unit.all():
-        # Not already the dense indexes 0..n-1 that the project reader makes: number them.
-        _, unit = np.unique(unit, return_inverse=True)
-        unit = unit.reshape(-1)
-        per_unit = np.bincount(unit)
-    n_units = per_unit.size
-    order = np.argsort(unit, kind="stable")
-    sorted_unit = unit[order]
-    slot = np.arange(sorted_unit.size) - (np.cumsum(per_unit) - per_unit)[sorted_unit]
-    del sorted_unit
-    depth = int(per_unit.max()) if per_unit.size else 0
-    matrix = np.full((depth, n_units), np.nan)
-    matrix[slot, unit[order]] = votes.outcome[order]
-    return matrix
 
 
 def _statistic(value: float, reason: str, draws: np.ndarray | None, level: float, **extra: Any) -> dict[str, Any]:
@@ -601,7 +438,7 @@ def agreement_report(
         return report
 
     # Per-item sufficient statistics, for the bootstrap.
-    per_item = np.zeros((items.size, _COLUMNS))
+    per_item = np.zeros((items.size, COLUMNS))
     # In slices of units: the per-unit statistics are 22 floats a unit (260 MB at 1.5M units).
     # Units are sorted by item, and a slice ends at an item's end, so each item is summed
     # in one slice, in unit order: the same floats as one pass.
@@ -615,9 +452,9 @@ def agreement_report(
                 if boundary > start
                 else int(np.searchsorted(item_index_of_unit, item_index_of_unit[stop], side="right"))
             )
-        sums = _unit_sums(unit_counts[start:stop])
+        sums = unit_sums(unit_counts[start:stop])
         index = item_index_of_unit[start:stop]
-        for column in range(_COLUMNS):
+        for column in range(COLUMNS):
             per_item[:, column] += np.bincount(index, sums[:, column], minlength=items.size)
         del sums
         start = stop
@@ -631,7 +468,7 @@ def agreement_report(
     draws = None
     if bootstrap:
         rng = np.random.default_rng(seed)
-        draws = pooled_statistics(_bootstrap_sums(per_item, bootstrap, rng))
+        draws = pooled_statistics(bootstrap_sums(per_item, bootstrap, rng))
 
     def draw(name: str) -> np.ndarray | None:
         return None if draws is None else draws[name]
@@ -731,259 +568,3 @@ def _ranking_section(ranked: Any, draw: Any, level: float) -> dict[str, Any]:
         "subpair_agreement": subpairs(ranked.subpairs, "no sub-pair with two votes"),
         "subpair_agreement_no_ties": subpairs(ranked.subpairs_no_ties, "no sub-pair with two non-tie votes"),
     }
-
-
-# --- a report on a file, without keeping anything ---------------------------------------------
-
-
-class _Discard(Exception):
-    """Raised to leave the temporary project's transaction; never escapes."""
-
-
-def agreement_report_from_file(
-    *,
-    path: Path | str,
-    format: str,
-    options: dict[str, Any] | None = None,
-    kind: str | None = None,
-    **report_options: Any,
-) -> dict[str, Any]:
-    """The agreement report of a judgement file (``pandalm``, ``mt-bench``, ``jsonl`` ...), keeping nothing.
-
-    The file is imported with :func:`annotation.importers.import_file` into a temporary
-    project created inside ``transaction.atomic()``; the report is computed from those
-    rows, exactly as for a real project, and the transaction is then rolled back: no
-    project, task, judgement or annotator account remains. (On PostgreSQL the id
-    sequences are not rolled back, so some ids are used up.) The ids in the report
-    (``project.id`` is null; task, response and user ids) name rows that no longer exist:
-    use ``contested.items[].external_id`` (the prompt's id in the file) and the usernames.
-
-    The temporary project allows ties, and is pairwise for the formats that only hold
-    pairs (``pandalm``, ``mt-bench``, ``hh-rlhf``) and a ranking project taking up to
-    ``MAX_RESPONSES_PER_TASK`` responses otherwise; ``kind`` overrides that. A refused
-    import raises :class:`annotation.importers.ImportFailed`. Path options (``mt-bench``'s
-    ``questions``, ``answers``) are read from this machine's file system, which is why this
-    is offered on the command line and not over the API.
-    """
-    path = Path(path)
-    if kind is None:
-        kind = ProjectKind.PAIRWISE if format in PAIRWISE_FORMATS else ProjectKind.RANKING
-    if kind not in ProjectKind.values:
-        raise ValueError(f"kind must be one of {', '.join(ProjectKind.values)}")
-    result: dict[str, Any] = {}
-    try:
-        with transaction.atomic():
-            project = Project.objects.create(
-                name=f"agreement report: {path.name}"[:200],
-                kind=kind,
-                responses_per_task=2 if kind == ProjectKind.PAIRWISE else MAX_RESPONSES_PER_TASK,
-                annotations_per_task=1,
-                allow_ties=True,
-            )
-            summary = import_file(project=project, path=path, format=format, options=options)
-            result = agreement_report(project=project, **report_options)
-            # Leaving the block by an exception rolls back everything the import wrote.
-            raise _Discard
-    except _Discard:
-        pass
-    result["project"] = {
-        "id": None,
-        "name": path.name,
-        "kind": kind,
-        "allow_ties": True,
-        "temporary": True,
-    }
-    result["source"] = {
-        "file": path.name,
-        "format": format,
-        "options": dict(options or {}),
-        "imported": {
-            "prompts": summary.prompts,
-            "tasks": summary.tasks,
-            "judgements": summary.judgements,
-            "skipped": len(summary.skipped),
-        },
-        "skipped": summary.skipped[:20],
-        "notes": list(summary.notes),
-        "persisted": False,
-    }
-    return result
-
-
-# --- the text table ------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _fmt_p(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-
-
-def _ci(stat: dict[str, Any]) -> str:
-    ci = stat.get("ci")
-    if ci is None:
-        return "-"
-    return f"[{_fmt(ci['low'])}, {_fmt(ci['high'])}]"
-
-
-def _table(header: list[str], rows: Iterable[list[str]], *, right: Iterable[int] = ()) -> list[str]:
-    rows = [header, *rows]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
-    right = set(right)
-    lines = []
-    for number, row in enumerate(rows):
-        cells = [cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(row)]
-        lines.append("  " + "  ".join(cells).rstrip())
-        if number == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    return lines
-
-
-def render_table(report: dict[str, Any], *, max_pairs: int = 30) -> str:
-    """A fixed-width plain-text rendering of :func:`agreement_report`'s result."""
-    project, counts, parameters = report["project"], report["counts"], report["parameters"]
-    source = report.get("source")
-    title = f"Agreement report: {project['name']}"
-    if source is not None:
-        title += f" (file, format {source['format']}, not saved)"
-    else:
-        title += f" (project {project['id']})"
-    lines = [title, "=" * len(title)]
-    lines.append(
-        f"kind {project['kind']}; items {counts['items']} ({counts['items_with_overlap']} with 2+ judgements) "
-        f"of {counts['tasks']} tasks; judgements {counts['judgements']}; annotators {counts['annotators']}; "
-        f"pair votes {counts['pair_votes']} on {counts['units']} response pairs"
-    )
-    if source is not None and (source["imported"]["skipped"] or source["notes"]):
-        lines.append(f"import: {source['imported']['skipped']} record(s) skipped; " + "; ".join(source["notes"]))
-    if parameters["bootstrap"]:
-        lines.append(
-            f"intervals: {int(parameters['confidence_level'] * 100)}% percentile bootstrap over items, "
-            f"{parameters['bootstrap']} resamples, seed {parameters['seed']}"
-        )
-    else:
-        lines.append("intervals: none (bootstrap=0)")
-
-    pairwise = report["pairwise"]
-    lines += ["", "Pairwise outcomes (A / tie / B per response pair)"]
-    rows = []
-    notes = []
-    for label, stat, n in (
-        ("percent agreement, ties count", pairwise["percent_agreement"], "pairs"),
-        ("percent agreement, without ties", pairwise["percent_agreement_no_ties"], "pairs"),
-        ("Fleiss' kappa", pairwise["fleiss_kappa"], "n_units"),
-        ("Krippendorff's alpha, nominal", pairwise["krippendorff_alpha"]["nominal"], "n_units"),
-        ("Krippendorff's alpha, ordinal", pairwise["krippendorff_alpha"]["ordinal"], "n_units"),
-    ):
-        unit = "pairs of votes" if n == "pairs" else "units"
-        rows.append([label, _fmt(stat["value"]), _ci(stat), f"{stat[n]} {unit}"])
-        if stat["reason"]:
-            notes.append(f"  {label}: {stat['reason']}")
-    lines += _table(["statistic", "value", "95% CI", "over"], rows, right=[1])
-    lines += notes
-
-    cohen = pairwise["cohen_kappa"]
-    lines += ["", f"Cohen's kappa per annotator pair (at least {cohen['min_overlap']} shared response pairs)"]
-    if cohen["pairs"]:
-        shown = sorted(cohen["pairs"], key=lambda pair: -pair["shared_units"])[:max_pairs]
-        shown.sort(key=lambda pair: pair["annotators"])
-        lines += _table(
-            ["annotator", "annotator", "kappa", "shared"],
-            ([*pair["annotators"], _fmt(pair["kappa"]), str(pair["shared_units"])] for pair in shown),
-            right=[2, 3],
-        )
-        if len(cohen["pairs"]) > len(shown):
-            lines.append(f"  ... {len(cohen['pairs']) - len(shown)} more pairs (see the JSON)")
-        summary = cohen["summary"]
-        lines.append(
-            f"  {summary['n']} defined: mean {_fmt(summary['mean'])}, "
-            f"min {_fmt(summary['min'])}, max {_fmt(summary['max'])}"
-        )
-    else:
-        lines.append("  none")
-    if cohen["pairs_below_min_overlap"]:
-        lines.append(f"  {cohen['pairs_below_min_overlap']} pair(s) left out: fewer shared response pairs")
-
-    ranking = report.get("ranking")
-    if ranking is not None:
-        lines += ["", f"Rankings ({ranking['items']} items, {ranking['items_with_overlap']} with 2+ rankings)"]
-        rows = []
-        for label, key in (("Kendall's W, mean over items", "kendall_w"), ("Kendall's tau-b, mean", "mean_tau_b")):
-            stat = ranking[key]
-            rows.append(
-                [label, _fmt(stat["value"]), _ci(stat), f"median {_fmt(stat['median'])}", f"{stat['n_items']} items"]
-            )
-        for label, key in (
-            ("sub-pair agreement, ties count", "subpair_agreement"),
-            ("sub-pair agreement, without ties", "subpair_agreement_no_ties"),
-        ):
-            stat = ranking[key]
-            rows.append([label, _fmt(stat["value"]), "", "", f"{stat['pairs']} pairs of votes"])
-        lines += _table(["statistic", "value", "95% CI", "", "over"], rows, right=[1])
-
-    lines += ["", "Annotators"]
-    if report["annotators"]:
-        rows = []
-        for row in report["annotators"]:
-            time = row["median_time_ms"]["value"]
-            rows.append(
-                [
-                    row["username"],
-                    str(row["judgements"]),
-                    _fmt(row["loo_agreement"]["value"]),
-                    _fmt(row["mean_peer_kappa"]["value"]),
-                    _fmt(row["position_bias"]["first_shown_share"], 2),
-                    _fmt_p(row["position_bias"]["p_value"]),
-                    _fmt(row["length_bias"]["longer_share"], 2),
-                    _fmt(row["gold_accuracy"]["value"], 2),
-                    "-" if time is None else f"{time / 1000:.1f}",
-                    ",".join(row["flags"]),
-                ]
-            )
-        lines += _table(
-            ["annotator", "judg.", "LOO agr", "peer k", "first", "p", "longer", "gold", "median s", "flags"],
-            rows,
-            right=range(1, 9),
-        )
-        lines.append("  LOO agr: agreement with the other annotators' plurality; peer k: mean Cohen's kappa vs peers;")
-        lines.append("  first/longer: share of picks of the first-shown / longer response (p: binomial test vs 0.5);")
-        lines.append(
-            f"  flags: low_agreement (LOO agr < {parameters['low_agreement_below']}), "
-            f"position_bias (p < {parameters['position_bias_p']}), too_fast (median < {parameters['too_fast_ms'] / 1000:g} s)"
-        )
-    else:
-        lines.append("  none")
-
-    contested = report["contested"]
-    lines += [
-        "",
-        f"Contested response pairs (majority share < {contested['threshold']:g} or no unique majority): "
-        f"{contested['total']} of {contested['units_with_overlap']} with 2+ votes",
-    ]
-    if contested["items"]:
-        lines += _table(
-            ["task", "external id", "A vs B", "A/tie/B", "majority", "entropy"],
-            (
-                [
-                    str(item["task_id"]) if source is None else "-",
-                    item["external_id"] or "-",
-                    " vs ".join(name or "?" for name in item["sources"]) if any(item["sources"]) else "-",
-                    f"{item['votes']['a']}/{item['votes']['tie']}/{item['votes']['b']}",
-                    _fmt(item["majority_share"], 2),
-                    _fmt(item["entropy_bits"], 2),
-                ]
-                for item in contested["items"]
-            ),
-            right=[0, 4, 5],
-        )
-        if contested["total"] > len(contested["items"]):
-            lines.append(f"  ... {contested['total'] - len(contested['items'])} more (raise contested_limit)")
-    return "\n".join(lines) + "\n"
