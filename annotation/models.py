@@ -16,6 +16,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs.models import Job, JobState
+
 MAX_RESPONSES_PER_TASK = 9
 
 
@@ -418,34 +420,19 @@ class PairVote(models.Model):
         ]
 
 
-class ImportJobState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
+# The lifecycle's own enum, under the name this app's code and tests grew up with.
+ImportJobState = JobState
 
 
-class ImportJob(models.Model):
-    """An uploaded import file and what became of it; run by a worker on the default queue."""
+class ImportJob(Job):
+    """An uploaded import file and what became of it: a job of the shared lifecycle on the default queue."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     format = models.CharField(max_length=32)
     options = models.JSONField(default=dict, blank=True)
     file_name = models.CharField(max_length=255)
     file_path = models.CharField(max_length=1024)
-    state = models.CharField(max_length=16, choices=ImportJobState.choices, default=ImportJobState.QUEUED)
-    progress = models.FloatField(default=0.0)
     summary = models.JSONField(default=dict, blank=True)
-    errors = models.JSONField(default=list, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(state__in=ImportJobState.values), name="importjob_state_valid"),
-            models.CheckConstraint(condition=Q(progress__gte=0.0, progress__lte=1.0), name="importjob_progress"),
-        ]
+    class Meta(Job.Meta):
+        pass

@@ -2,6 +2,7 @@
 
 Tasks hold no logic: they fetch a job row by id and call a service. The row, not the
 broker, is the source of truth, so acknowledging late and redelivering is harmless.
+Every long job is one ``jobs.run`` task, sent to the queue its kind names (``jobs.registry``).
 """
 
 import os
@@ -16,10 +17,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     task_queues=(Queue("default"), Queue("gpu")),
     task_default_queue="default",
-    task_routes={
-        "rewardmodel.tasks.train_*": {"queue": "gpu"},
-        "rlloop.tasks.gpu_*": {"queue": "gpu"},
-    },
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
@@ -31,17 +28,11 @@ app.conf.update(
 )
 # Periodic tasks, run by the `beat` service (docker-compose.yml).
 app.conf.beat_schedule = {
-    # Running export snapshots whose worker stopped sending heartbeats: queued again a
-    # bounded number of times, then failed with the reason (exports.services).
-    "exports-reap-stalled-snapshots": {
-        "task": "exports.reap_export_snapshots",
-        "schedule": 300.0,
-        "options": {"queue": "default", "expires": 240.0},
-    },
-    # Reward-model runs whose heartbeat stopped: re-queued from their checkpoint a bounded
-    # number of times, then failed with the reason (rewardmodel.services).
-    "rewardmodel-reap-runs": {
-        "task": "rewardmodel.tasks.reap_reward_model_runs",
+    # Running jobs of every kind (imports, exports, reward-model runs, ...) whose worker
+    # stopped sending heartbeats: queued again a bounded number of times (resuming or
+    # restarting per their kind), then failed with the reason (jobs.lifecycle.jobs_reap).
+    "jobs-reap": {
+        "task": "jobs.reap",
         "schedule": 60.0,
         "options": {"queue": "default", "expires": 50.0},
     },

@@ -38,21 +38,6 @@ def _get(name: str, default: Any) -> Any:
     return raw
 
 
-def heartbeat_stale_seconds() -> float:
-    """A running run whose heartbeat is older than this is considered dead and is reaped."""
-    return float(_get("REWARDMODEL_HEARTBEAT_STALE_SECONDS", 300.0))
-
-
-def progress_interval_seconds() -> float:
-    """Least time between two progress/heartbeat writes (and cancel polls) of a training run."""
-    return float(_get("REWARDMODEL_PROGRESS_INTERVAL_SECONDS", 2.0))
-
-
-def max_attempts() -> int:
-    """How many times a run is started before a lost worker fails it for good."""
-    return int(_get("REWARDMODEL_MAX_ATTEMPTS", 3))
-
-
 def queue() -> str:
     """The Celery queue training messages go to (``gpu``; tests use a private one)."""
     return str(_get("REWARDMODEL_QUEUE", "gpu"))
@@ -74,15 +59,6 @@ def base_model_roots() -> list[Path]:
     if isinstance(value, str):
         value = [part for part in value.split(os.pathsep) if part]
     return [Path(p) for p in value]
-
-
-def history_max_points() -> int:
-    """Metric points kept per run; older step points are thinned beyond this."""
-    return int(_get("REWARDMODEL_HISTORY_MAX_POINTS", 2000))
-
-
-def log_tail_lines() -> int:
-    return int(_get("REWARDMODEL_LOG_TAIL_LINES", 200))
 
 
 def scorer_cache_size() -> int:

@@ -1,18 +1,15 @@
 """Reward-model runs and versions: the transactional flows around ``rewardmodel.train``.
 
-The run row is the source of truth (DESIGN.md "Jobs (Celery)"):
+A run is a job of the shared lifecycle (``jobs``; kind ``reward_model`` in
+``rewardmodel.jobs``), which claims, heartbeats, reaps, retries and cancels it.
 
 * ``reward_model_run_create`` validates everything a worker would trip over later (the
   config through ``TrainConfig.from_dict``, the snapshot, the base model) and sends the
   message only after the row is committed.
-* ``reward_model_run_claim`` is what a delivered message does first. A run that finished,
-  or that another worker holds with a fresh heartbeat, is left alone, so a duplicated or
-  redelivered message is harmless. A run whose holder stopped beating is taken over and
-  resumes from its checkpoint.
-* ``reward_model_runs_reap`` (periodic) puts runs whose heartbeat is stale back in the
-  queue while attempts remain, and fails them with the reason when none do.
-* ``reward_model_version_register`` turns a finished training into exactly one version,
+* ``reward_model_version_create`` turns a finished training into exactly one version,
   in the same transaction that marks the run succeeded.
+* ``retrain_rule_check`` starts an export job when enough new agreed pairs arrived, and
+  the run once that export succeeded.
 
 Training itself runs in ``rewardmodel.jobs``; scoring (``score_batch``) keeps a small LRU
 of loaded models per process. Torch is imported lazily, inside the functions that need it.
@@ -26,8 +23,6 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +33,9 @@ from django.utils import timezone
 from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
 from exports.services import snapshot_directory
+from jobs.lifecycle import JobAlreadyFinished, job_cancel, job_create, job_send, json_safe
 from rewardmodel import conf
-from rewardmodel.models import (
-    FINISHED_STATES,
-    RetrainRule,
-    RewardModelRun,
-    RewardModelVersion,
-    RunState,
-    RunTrigger,
-)
+from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion, RunState, RunTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -234,195 +223,62 @@ def reward_model_run_create(
         base_model = parent_version.model_dir if parent_version is not None else default_base_model()
     _check_base_model(base_model)
     resolved = train_config_resolve(config)
-    run = RewardModelRun.objects.create(
+    run = job_create(
+        RewardModelRun,
         project=project,
         snapshot=snapshot,
         config=resolved,
         base_model=base_model,
         parent_version=parent_version,
         trigger=trigger,
-        max_attempts=max(1, conf.max_attempts()),
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
     run.output_dir = f"rewardmodels/project-{project.pk}/run-{run.pk}"
     run.save(update_fields=["output_dir"])
     if send:
-        # After commit: a worker must never look for a row that is not there yet.
-        transaction.on_commit(partial(reward_model_run_send, run.pk))
+        job_send(run)  # after commit: a worker must never look for a row that is not there yet
     return run
 
 
-def reward_model_run_send(run_id: int) -> None:
-    """Send a run's message to the training queue; if the broker is unreachable, fail the run saying so."""
-    from rewardmodel.tasks import train_reward_model
-
-    try:
-        train_reward_model.apply_async(args=[run_id], queue=conf.queue())
-    except Exception as exc:
-        logger.exception("could not queue reward-model run %s", run_id)
-        reward_model_run_fail(
-            run_id=run_id, error=f"could not reach the task queue ({type(exc).__name__}); start the run again later"
-        )
-
-
-def reward_model_run_fail(*, run_id: int, error: str, worker_id: str | None = None) -> bool:
-    """Fail a run that has not finished (and, given ``worker_id``, that this worker still holds)."""
-    rows = RewardModelRun.objects.filter(pk=run_id).exclude(state__in=FINISHED_STATES)
-    if worker_id is not None:
-        rows = rows.filter(worker_id=worker_id)
-    return bool(rows.update(state=RunState.FAILED, error=error[:10_000] or "failed", finished_at=timezone.now()))
-
-
-def reward_model_run_claim(*, run_id: int, worker_id: str) -> RewardModelRun | None:
-    """Take a run for this worker, or None when there is nothing for it to do.
-
-    Nothing to do: the run does not exist (a message from another database), finished,
-    or is running under a worker whose heartbeat is fresh (a duplicate delivery). A
-    running run with a stale heartbeat lost its worker: this delivery takes it over.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        run = RewardModelRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None:
-            logger.warning("reward-model run %s does not exist; message dropped", run_id)
-            return None
-        if run.is_finished:
-            return None
-        if run.state == RunState.RUNNING:
-            age = run.heartbeat_age_seconds(now)
-            if age is not None and age < conf.heartbeat_stale_seconds():
-                logger.info("reward-model run %s is held by %s; duplicate message ignored", run_id, run.worker_id)
-                return None
-            _log_append(run, f"worker {run.worker_id} stopped beating; {worker_id} takes the run over")
-        if run.cancel_requested:
-            _finish(run, RunState.CANCELLED, now)
-            return None
-        if run.attempts >= run.max_attempts:
-            run.error = f"gave up after {run.attempts} attempts: the worker was lost each time"
-            _finish(run, RunState.FAILED, now)
-            return None
-        run.state = RunState.RUNNING
-        run.attempts += 1
-        run.worker_id = worker_id[:255]
-        run.heartbeat_at = now
-        run.started_at = run.started_at or now
-        run.error = ""
-        _log_append(run, f"attempt {run.attempts} of {run.max_attempts} started on {worker_id}")
-        run.save()
-    return run
-
-
-def _finish(run: RewardModelRun, state: str, now: Any) -> None:
-    run.state = state
-    run.finished_at = now
-    run.save()
-
-
-def _log_append(run: RewardModelRun, line: str) -> None:
-    stamp = timezone.now().strftime("%H:%M:%S")
-    run.log_tail = [*run.log_tail, f"{stamp} {line}"[:_LOG_LINE_MAX_CHARS]][-conf.log_tail_lines() :]
-
-
-def reward_model_run_cancel(*, run: RewardModelRun) -> RewardModelRun:
+def reward_model_run_cancel(*, run: RewardModelRun, user: Any = None) -> RewardModelRun:
     """Cancel a run: at once when it is queued, at the worker's next step when it runs."""
-    with transaction.atomic():
-        run = RewardModelRun.objects.select_for_update().get(pk=run.pk)
-        if run.is_finished:
-            raise RewardModelError(None, f"run {run.pk} already {run.state}", code="already_finished", status=409)
-        run.cancel_requested = True
-        if run.state == RunState.QUEUED:
-            _log_append(run, "cancelled before it started")
-            run.state = RunState.CANCELLED
-            run.finished_at = timezone.now()
-        else:
-            _log_append(run, "cancel requested; the worker stops at its next step")
-        run.save()
-    return run
-
-
-def reward_model_runs_reap(*, now: Any = None) -> list[tuple[int, str]]:
-    """Runs whose worker stopped beating: back in the queue while attempts remain, else failed.
-
-    Returns (run id, what happened) per reaped run. Each run is re-checked under its row
-    lock, so a reaper racing a live heartbeat or another reaper does nothing twice.
-    """
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=conf.heartbeat_stale_seconds())
-    candidates = list(
-        RewardModelRun.objects.filter(state=RunState.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
-    )
-    outcomes = []
-    for run_id in candidates:
-        with transaction.atomic():
-            run = RewardModelRun.objects.select_for_update().get(pk=run_id)
-            if run.state != RunState.RUNNING or run.heartbeat_at is None or run.heartbeat_at >= cutoff:
-                continue
-            lost = f"worker {run.worker_id} lost: no heartbeat since {run.heartbeat_at.isoformat(timespec='seconds')}"
-            run.worker_id = ""
-            if run.cancel_requested:
-                _log_append(run, f"{lost}; the run was being cancelled")
-                _finish(run, RunState.CANCELLED, now)
-                outcomes.append((run.pk, "cancelled"))
-            elif run.attempts < run.max_attempts:
-                _log_append(run, f"{lost}; queued again (attempt {run.attempts + 1} of {run.max_attempts} next)")
-                run.state = RunState.QUEUED
-                run.save()
-                transaction.on_commit(partial(reward_model_run_send, run.pk))
-                outcomes.append((run.pk, "requeued"))
-            else:
-                run.error = f"{lost}, after {run.attempts} of {run.max_attempts} attempts"
-                _log_append(run, run.error)
-                _finish(run, RunState.FAILED, now)
-                outcomes.append((run.pk, "failed"))
-        logger.warning("reaped reward-model run %s: %s", run_id, outcomes[-1][1] if outcomes else "skipped")
-    return outcomes
+    try:
+        return job_cancel(job=run, user=user)
+    except JobAlreadyFinished as exc:
+        raise RewardModelError(
+            None, f"run {run.pk} already {exc.job.state}", code="already_finished", status=409
+        ) from None
 
 
 # --- versions -------------------------------------------------------------------------------
 
 
-def reward_model_version_register(
-    *, run_id: int, metrics: dict[str, Any], worker_id: str | None = None
-) -> RewardModelVersion | None:
+def reward_model_version_create(*, run: RewardModelRun, metrics: dict[str, Any]) -> RewardModelVersion:
     """The version of a run whose model is complete on disk; created at most once.
 
-    The run turns ``succeeded`` in the same transaction. A second call (a duplicate
-    delivery that trained too, a retry after a crash between the two) returns the
-    version that exists. None when the run is no longer this worker's to finish.
+    Called inside the transaction in which the run's job succeeds (``rewardmodel.jobs``),
+    so the version and the run's final state commit together or not at all.
     """
     with transaction.atomic():
-        run = RewardModelRun.objects.select_for_update().select_related("project").get(pk=run_id)
         existing = RewardModelVersion.objects.filter(run=run).first()
         if existing is not None:
             return existing
-        if run.is_finished or (worker_id is not None and run.worker_id != worker_id):
-            return None
         # The project row lock serialises numbering (and activation) within a project.
         Project.objects.select_for_update().filter(pk=run.project_id).first()
-        number = (RewardModelVersion.objects.filter(project=run.project).aggregate(n=Max("number"))["n"] or 0) + 1
-        first = not RewardModelVersion.objects.filter(project=run.project, is_active=True).exists()
-        version = RewardModelVersion.objects.create(
-            project=run.project,
+        number = (RewardModelVersion.objects.filter(project_id=run.project_id).aggregate(n=Max("number"))["n"] or 0) + 1
+        first = not RewardModelVersion.objects.filter(project_id=run.project_id, is_active=True).exists()
+        return RewardModelVersion.objects.create(
+            project_id=run.project_id,
             number=number,
             run=run,
             snapshot_id=run.snapshot_id,
             base_model=run.base_model,
-            parent=run.parent_version,
+            parent_id=run.parent_version_id,
             model_dir=f"{run.output_dir}/model",
-            metrics=_json_safe(metrics),
+            metrics=json_safe(metrics),
             # The project's first model is active at once; later ones wait to be compared.
             is_active=first,
         )
-        run.state = RunState.SUCCEEDED
-        run.progress = 1.0
-        if run.total_steps is not None:
-            run.step = run.total_steps
-        run.metrics = version.metrics
-        run.finished_at = timezone.now()
-        run.cancel_requested = False
-        _log_append(run, f"registered as {version.label}")
-        run.save()
-    return version
 
 
 @transaction.atomic
@@ -435,22 +291,6 @@ def reward_model_version_activate(*, version: RewardModelVersion) -> RewardModel
     RewardModelVersion.objects.filter(pk=version.pk).update(is_active=True)
     version.is_active = True
     return version
-
-
-def _json_safe(value: Any) -> Any:
-    """Metrics as JSON the database accepts: NaN and infinities become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, int | str | bool) or value is None:
-        return value
-    try:
-        return _json_safe(float(value))
-    except (TypeError, ValueError):
-        return str(value)
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -629,15 +469,17 @@ def retrain_rules_check(*, now: Any = None) -> list[tuple[int, str]]:
 
 
 def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
-    """Start a run when at least ``min_new_pairs`` more pairs survive than at the active version.
+    """Start an export when at least ``min_new_pairs`` more pairs survive than at the active version,
+    and the run once that export succeeded.
 
     Kept pairs now are counted with the active version's export parameters. The count
     only runs when enough new pair votes arrived since that snapshot (a new vote can add
-    at most one kept pair), so an idle project costs one COUNT per check.
+    at most one kept pair), so an idle project costs one COUNT per check. The export is a
+    job of its own on the default queue, never run inside this periodic task.
     """
     from annotation.models import PairVote
     from exports.params import ExportParams
-    from exports.services import export_snapshot_create, export_snapshot_run
+    from exports.services import export_params_resolve, export_snapshot_create, export_snapshot_send
     from exports.snapshot import aggregate_project, source_state
 
     project = rule.project
@@ -645,6 +487,24 @@ def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
     if busy.exists():
         return "a run is already queued or running"
     active = RewardModelVersion.objects.filter(project=project, is_active=True).select_related("snapshot").first()
+    pending = rule.pending_snapshot
+    if pending is not None:
+        if not pending.is_finished:
+            return f"waiting for export {pending.pk} ({pending.state})"
+        RetrainRule.objects.filter(pk=rule.pk).update(pending_snapshot=None)
+        if pending.state != ExportState.SUCCEEDED:
+            return f"export {pending.pk} {pending.state}: {pending.error or 'no reason recorded'}"
+        base = rule.base_model or (active.base_model if active is not None else None)
+        run = reward_model_run_create(
+            project=project,
+            snapshot=pending,
+            config=rule.config or None,
+            base_model=base,
+            parent_version=active,
+            trigger=RunTrigger.RULE,
+        )
+        RetrainRule.objects.filter(pk=rule.pk).update(last_run=run)
+        return f"started run {run.pk} on export {pending.pk}"
     params: dict[str, Any] = {}
     baseline, last_judgement = 0, -1
     if active is not None:
@@ -654,26 +514,14 @@ def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
     new_votes = PairVote.objects.filter(task__project=project, judgement_id__gt=last_judgement).count()
     if new_votes < rule.min_new_pairs:
         return f"{new_votes} new pair votes since the active version; waiting for {rule.min_new_pairs} new pairs"
-    resolved = ExportParams.from_dict(params) if params else None
-    if resolved is None:
-        from exports.services import export_params_resolve
-
-        resolved = export_params_resolve(project=project, params={})
+    resolved = ExportParams.from_dict(params) if params else export_params_resolve(project=project, params={})
     kept = int(aggregate_project(project, resolved, source_state(project)).result.kept.sum())
     if kept - baseline < rule.min_new_pairs:
         return f"{kept - baseline} new agreed pairs since the active version; waiting for {rule.min_new_pairs}"
-    snapshot = export_snapshot_create(project=project, params=resolved.to_dict(), user=None)
-    snapshot = export_snapshot_run(snapshot_id=snapshot.pk)
-    if snapshot.state != ExportState.SUCCEEDED:
-        return f"export {snapshot.pk} failed: {snapshot.errors}"
-    base = rule.base_model or (active.base_model if active is not None else None)
-    run = reward_model_run_create(
-        project=project,
-        snapshot=snapshot,
-        config=rule.config or None,
-        base_model=base,
-        parent_version=active,
-        trigger=RunTrigger.RULE,
-    )
-    RetrainRule.objects.filter(pk=rule.pk).update(last_run=run)
-    return f"started run {run.pk}: {kept - baseline} new agreed pairs (export {snapshot.pk})"
+    with transaction.atomic():
+        snapshot = export_snapshot_create(
+            project=project, params=resolved.to_dict(), user=None, trigger=RunTrigger.RULE
+        )
+        RetrainRule.objects.filter(pk=rule.pk).update(pending_snapshot=snapshot)
+        export_snapshot_send(snapshot)
+    return f"{kept - baseline} new agreed pairs: started export {snapshot.pk}; the run starts when it succeeds"

@@ -114,3 +114,42 @@ def celery_worker_process(transactional_db, settings, tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+class JobMessages(list):
+    """The job messages that would have gone to the broker: ``(kind, job_id, queue)`` each."""
+
+    def run(self, index: int = -1, **kwargs):
+        """Do what a worker does with one recorded message; the job's row afterwards."""
+        from jobs.lifecycle import job_execute
+
+        kind, job_id, _queue = self[index]
+        return job_execute(kind=kind, job_id=job_id, **kwargs)
+
+    def ids(self, kind: str) -> list[int]:
+        return [job_id for k, job_id, _ in self if k == kind]
+
+
+@pytest.fixture
+def job_messages(monkeypatch) -> JobMessages:
+    """Stands in for the broker: every job sent is recorded instead (``jobs.tasks.run_job``)."""
+    from jobs.tasks import run_job
+
+    sent = JobMessages()
+
+    def apply_async(args, queue=None, **kwargs):
+        sent.append((args[0], args[1], queue))
+
+    monkeypatch.setattr(run_job, "apply_async", apply_async)
+    return sent
+
+
+@pytest.fixture
+def broker_down(monkeypatch) -> None:
+    """A broker that refuses every message, as an unreachable Redis does."""
+    from jobs.tasks import run_job
+
+    def apply_async(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(run_job, "apply_async", apply_async)

@@ -18,12 +18,11 @@ from exports import services
 from exports import snapshot as snapshot_module
 from exports.models import ExportSnapshot, ExportState
 from exports.params import InvalidParams
-from exports.services import (
-    export_snapshot_cancel,
-    export_snapshot_create,
-    export_snapshot_run,
-    export_snapshots_reap,
-)
+from exports import jobs as export_jobs
+from exports.services import export_snapshot_cancel, export_snapshot_create, export_snapshot_run
+from jobs.conf import heartbeat_stale_seconds
+from jobs.lifecycle import jobs_reap
+from jobs.registry import get_kind
 from tests.exports.helpers import add_task, directory, export, judge, majority_pairs, ranking_project, read_jsonl
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +31,16 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def artifacts(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.JOB_PROGRESS_INTERVAL_SECONDS = 0  # every chunk writes (and polls cancel)
     return settings.ARTIFACT_ROOT
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=heartbeat_stale_seconds())
+
+
+def reap() -> list[tuple[int, str]]:
+    return [(r.job_id, r.outcome) for r in jobs_reap(kinds=[get_kind("export")])]
 
 
 @pytest.fixture
@@ -245,7 +253,7 @@ class TestJobRow:
         def boom(**kwargs):
             raise RuntimeError("disk on fire\nsecond line")
 
-        monkeypatch.setattr(services, "write_snapshot", boom)
+        monkeypatch.setattr(export_jobs, "write_snapshot", boom)
         snapshot = export_snapshot_create(project=project, params={}, user=None)
         snapshot = export_snapshot_run(snapshot_id=snapshot.pk)
         assert snapshot.state == ExportState.FAILED
@@ -256,14 +264,14 @@ class TestJobRow:
         project, _ = three_way
         snapshot = export_snapshot_create(project=project, params={}, user=None)
         # A worker died mid-run: still "running", one attempt used.
-        long_ago = timezone.now() - services.stale_after() - timedelta(seconds=1)
+        long_ago = timezone.now() - stale_after() - timedelta(seconds=1)
         ExportSnapshot.objects.filter(pk=snapshot.pk).update(
-            state=ExportState.RUNNING, attempts=1, heartbeat_at=long_ago
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=long_ago, worker="dead", owner_token="dead"
         )
         assert export_snapshot_run(snapshot_id=snapshot.pk).state == ExportState.SUCCEEDED
         stuck = export_snapshot_create(project=project, params={}, user=None)
         ExportSnapshot.objects.filter(pk=stuck.pk).update(
-            state=ExportState.RUNNING, attempts=services.MAX_ATTEMPTS, heartbeat_at=long_ago
+            state=ExportState.RUNNING, attempts=stuck.max_attempts, heartbeat_at=long_ago, worker="w", owner_token="x"
         )
         stuck = export_snapshot_run(snapshot_id=stuck.pk)
         assert stuck.state == ExportState.FAILED and "gave up" in stuck.errors[0]["message"]
@@ -278,7 +286,7 @@ class TestCancelReapRedeliver:
         assert export_snapshot_cancel(snapshot_id=snapshot.pk) is True
         after = export_snapshot_run(snapshot_id=snapshot.pk)  # the message arrives anyway
         assert after.state == ExportState.CANCELLED and after.attempts == 0 and after.is_finished
-        assert after.errors == [{"message": "cancelled"}] and not after.path
+        assert "cancelled before it started" in after.log_tail[-1] and not after.path
         assert not (artifacts / "exports").exists() or list((artifacts / "exports").iterdir()) == []
 
     def test_a_running_snapshot_stops_at_the_next_chunk_and_publishes_nothing(self, three_way, monkeypatch, artifacts):
@@ -305,52 +313,53 @@ class TestCancelReapRedeliver:
         snapshot = export(project)
         assert export_snapshot_cancel(snapshot_id=snapshot.pk) is False
         snapshot.refresh_from_db()
-        assert snapshot.state == ExportState.SUCCEEDED and snapshot.errors == []
+        assert snapshot.state == ExportState.SUCCEEDED and snapshot.errors == [] and not snapshot.cancel_requested
 
-    def test_the_reaper_requeues_a_dead_run_then_fails_it_with_the_reason(self, three_way):
+    def test_the_reaper_requeues_a_dead_run_then_fails_it_with_the_reason(self, three_way, job_messages):
         project, _ = three_way
         snapshot = export_snapshot_create(project=project, params={}, user=None)
         fresh = export_snapshot_create(project=project, params={"threshold": 0.6}, user=None)
         now = timezone.now()
-        dead = now - services.stale_after() - timedelta(seconds=5)
+        dead = now - stale_after() - timedelta(seconds=5)
         ExportSnapshot.objects.filter(pk=snapshot.pk).update(
-            state=ExportState.RUNNING, attempts=1, heartbeat_at=dead, run_token="gone"
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=dead, worker="w1", owner_token="gone"
         )
         ExportSnapshot.objects.filter(pk=fresh.pk).update(
-            state=ExportState.RUNNING, attempts=1, heartbeat_at=now, run_token="alive"
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=now, worker="w2", owner_token="alive"
         )
-        sent = []
         with self.on_commit():
-            result = export_snapshots_reap(send=sent.append)
-        assert result == {"requeued": [snapshot.pk], "failed": []} and sent == [snapshot.pk]
+            result = reap()
+        assert result == [(snapshot.pk, "requeued")] and job_messages.ids("export") == [snapshot.pk]
         requeued = ExportSnapshot.objects.get(pk=snapshot.pk)
-        assert requeued.state == ExportState.QUEUED and "no heartbeat since" in requeued.errors[0]["message"]
+        assert requeued.state == ExportState.QUEUED and "no heartbeat since" in requeued.log_tail[-1]
         assert ExportSnapshot.objects.get(pk=fresh.pk).state == ExportState.RUNNING  # alive: left alone
         # The message the reaper sent runs it: second attempt, success.
-        finished = export_snapshot_run(snapshot_id=snapshot.pk)
+        finished = job_messages.run()
         assert finished.state == ExportState.SUCCEEDED and finished.attempts == 2 and finished.errors == []
 
         # Out of attempts: failed, with why.
-        ExportSnapshot.objects.filter(pk=fresh.pk).update(attempts=services.MAX_ATTEMPTS, heartbeat_at=dead)
-        sent.clear()
+        ExportSnapshot.objects.filter(pk=fresh.pk).update(attempts=fresh.max_attempts, heartbeat_at=dead)
+        job_messages.clear()
         with self.on_commit():
-            result = export_snapshots_reap(send=sent.append)
-        assert result == {"requeued": [], "failed": [fresh.pk]} and sent == []
+            result = reap()
+        assert result == [(fresh.pk, "failed")] and job_messages == []
         failed = ExportSnapshot.objects.get(pk=fresh.pk)
         assert failed.state == ExportState.FAILED and failed.finished_at is not None
-        assert "stopped responding" in failed.errors[0]["message"]
-        assert f"gave up after {services.MAX_ATTEMPTS} attempts" in failed.errors[0]["message"]
+        assert "no heartbeat since" in failed.error and "lost" in failed.errors[0]["message"]
+        assert f"gave up after {fresh.max_attempts} of {fresh.max_attempts} attempts" in failed.error
 
     def test_a_redelivered_message_leaves_a_live_run_alone(self, three_way):
         project, _ = three_way
         snapshot = export_snapshot_create(project=project, params={}, user=None)
         ExportSnapshot.objects.filter(pk=snapshot.pk).update(
-            state=ExportState.RUNNING, attempts=1, heartbeat_at=timezone.now(), run_token="theirs"
+            state=ExportState.RUNNING, attempts=1, heartbeat_at=timezone.now(), worker="w", owner_token="theirs"
         )
         again = export_snapshot_run(snapshot_id=snapshot.pk)
-        assert again.state == ExportState.RUNNING and again.attempts == 1 and again.run_token == "theirs"
+        assert again.state == ExportState.RUNNING and again.attempts == 1 and again.owner_token == "theirs"
 
-    def test_a_slow_run_that_was_reaped_stops_and_never_finishes_the_snapshot(self, three_way, monkeypatch):
+    def test_a_slow_run_that_was_reaped_stops_and_never_finishes_the_snapshot(
+        self, three_way, monkeypatch, job_messages
+    ):
         """The reaper took the row from a run that was only slow; that run finds its token gone."""
         project, _ = three_way
         snapshot = export_snapshot_create(project=project, params={}, user=None)
@@ -359,17 +368,17 @@ class TestCancelReapRedeliver:
         def slow_aggregate(*args, **kwargs):
             # While this run reads the votes, the reaper declares it dead and a new run starts.
             ExportSnapshot.objects.filter(pk=snapshot.pk).update(
-                heartbeat_at=timezone.now() - services.stale_after() - timedelta(seconds=1)
+                heartbeat_at=timezone.now() - stale_after() - timedelta(seconds=1)
             )
-            export_snapshots_reap(send=lambda pk: None)
+            reap()
             ExportSnapshot.objects.filter(pk=snapshot.pk).update(
-                state=ExportState.RUNNING, attempts=2, run_token="newer", heartbeat_at=timezone.now()
+                state=ExportState.RUNNING, attempts=2, owner_token="newer", worker="w2", heartbeat_at=timezone.now()
             )
             return real(*args, **kwargs)
 
         monkeypatch.setattr(snapshot_module, "aggregate_project", slow_aggregate)
         after = export_snapshot_run(snapshot_id=snapshot.pk)
-        assert after.state == ExportState.RUNNING and after.run_token == "newer" and after.content_hash == ""
+        assert after.state == ExportState.RUNNING and after.owner_token == "newer" and after.content_hash == ""
 
     @staticmethod
     def on_commit():
@@ -388,16 +397,12 @@ class TestCommand:
         text = out.getvalue()
         assert "6 pairs" in text and "3 tied" in text and snapshot.content_hash in text
 
-    def test_queued_export_is_sent_after_commit(self, three_way, monkeypatch, django_capture_on_commit_callbacks):
-        from exports.tasks import run_export_snapshot
-
+    def test_queued_export_is_sent_after_commit(self, three_way, job_messages, django_capture_on_commit_callbacks):
         project, _ = three_way
-        sent = []
-        monkeypatch.setattr(run_export_snapshot, "delay", lambda **kwargs: sent.append(kwargs))
         with django_capture_on_commit_callbacks(execute=True):
             call_command("export_snapshot", "--project", str(project.pk), stdout=StringIO())
         snapshot = ExportSnapshot.objects.get()
-        assert sent == [{"snapshot_id": snapshot.pk}] and snapshot.state == ExportState.QUEUED
+        assert job_messages == [("export", snapshot.pk, "default")] and snapshot.state == ExportState.QUEUED
 
     def test_bad_parameters_name_the_option(self, three_way):
         project, _ = three_way

@@ -1,8 +1,8 @@
-"""``manage.py export_snapshot --project ID [--threshold X ...] [--sync]``.
+"""``manage.py export_snapshot --project ID [--threshold X ...] [--wait | --inline]``.
 
 Creates an export snapshot of a project. By default it is queued for a worker (the
-default queue) and the command prints its id; ``--sync`` runs it here and prints where
-the files are. Options left out take the defaults of ``exports.params.ExportParams``
+default queue) and the command prints its id; ``--wait`` follows it to the end and
+``--inline`` (alias ``--sync``) runs it here; both print where the files are. Options left out take the defaults of ``exports.params.ExportParams``
 (the threshold: the project's agreement threshold).
 """
 
@@ -15,10 +15,10 @@ from django.db import transaction
 
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS
 from annotation.models import Project
-from exports.models import ExportState
 from exports.params import PAIR_WEIGHTS, InvalidParams
-from exports.services import export_snapshot_create, export_snapshot_run, snapshot_directory
-from exports.tasks import run_export_snapshot
+from exports.services import export_snapshot_create, export_snapshot_send, snapshot_directory
+from jobs.cli import add_job_arguments, finish_job_command
+from jobs.models import JobTrigger
 
 # option name -> parameter name, for the options that map one to one
 _PARAMS = {
@@ -49,7 +49,8 @@ class Command(BaseCommand):
         parser.add_argument("--split-seed", help="salt of the train/validation split (default arpad)")
         parser.add_argument("--batch-pairs", type=int, help="most pairs per batch file (default 64)")
         parser.add_argument("--pair-weight", choices=PAIR_WEIGHTS, help="weight column (default group)")
-        parser.add_argument("--sync", action="store_true", help="run the export here instead of on a worker")
+        add_job_arguments(parser, inline_help="run the export here instead of on a worker")
+        parser.add_argument("--sync", dest="inline", action="store_true", help="the same as --inline")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -63,20 +64,14 @@ class Command(BaseCommand):
             params["exclude_annotators"] = options["exclude_annotator"]
         try:
             with transaction.atomic():
-                snapshot = export_snapshot_create(project=project, params=params, user=None)
-                if not options["sync"]:
-                    transaction.on_commit(lambda: run_export_snapshot.delay(snapshot_id=snapshot.pk))
+                snapshot = export_snapshot_create(project=project, params=params, user=None, trigger=JobTrigger.CLI)
+                if not options["inline"]:
+                    export_snapshot_send(snapshot)
         except InvalidParams as exc:
             raise CommandError(f"--{exc.field.replace('_', '-')}: {exc.message}")
-        if not options["sync"]:
-            self.stdout.write(f"export {snapshot.pk} queued; a worker on the default queue will run it")
+        snapshot = finish_job_command(self, snapshot, options)
+        if not snapshot.is_finished:
             return
-
-        snapshot = export_snapshot_run(snapshot_id=snapshot.pk)
-        if snapshot.state != ExportState.SUCCEEDED:
-            for error in snapshot.errors:
-                self.stderr.write(error.get("message", str(error)))
-            raise CommandError(f"export {snapshot.pk} failed")
         counts = snapshot.counts
         dropped = ", ".join(f"{n} {reason}" for reason, n in counts["pairs_dropped"].items() if n) or "none"
         self.stdout.write(
