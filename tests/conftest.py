@@ -153,3 +153,34 @@ def broker_down(monkeypatch) -> None:
         raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(run_job, "apply_async", apply_async)
+
+
+@pytest.fixture
+def thread_worker(monkeypatch):
+    """Runs every job sent in a thread of this process, as a worker would (tests on ``transactional_db``).
+
+    Yields the started threads; they are joined at the end.
+    """
+    import threading
+
+    from jobs.tasks import run_job
+
+    started: list[threading.Thread] = []
+
+    def work(kind: str, job_id: int) -> None:
+        from jobs.lifecycle import job_execute
+
+        try:
+            job_execute(kind=kind, job_id=job_id, worker=f"thread-worker:{job_id}")
+        finally:
+            connection.close()
+
+    def apply_async(args, queue=None, **kwargs):
+        thread = threading.Thread(target=work, args=tuple(args), daemon=True)
+        thread.start()
+        started.append(thread)
+
+    monkeypatch.setattr(run_job, "apply_async", apply_async)
+    yield started
+    for thread in started:
+        thread.join(timeout=120)

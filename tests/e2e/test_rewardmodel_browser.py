@@ -12,10 +12,8 @@ import time
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from annotation.models import Membership, Role
-from rewardmodel import jobs, services
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState
 from tests.e2e.conftest import UI
 from tests.factories import ProjectFactory, UserFactory
@@ -37,26 +35,10 @@ def wait_until(ui: UI, expression: str, timeout: float) -> None:
 
 
 @pytest.fixture
-def worker_thread(monkeypatch, settings, tmp_path) -> list[threading.Thread]:
+def worker_thread(thread_worker, settings, tmp_path) -> list[threading.Thread]:
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.REWARDMODEL_PROGRESS_INTERVAL_SECONDS = 0.2
-    started: list[threading.Thread] = []
-
-    def run_job(run_id: int) -> None:
-        try:
-            jobs.reward_model_run_execute(run_id=run_id, worker_id=f"browser-test-worker:{run_id}")
-        finally:
-            connection.close()
-
-    def send(run_id: int) -> None:
-        thread = threading.Thread(target=run_job, args=(run_id,), daemon=True)
-        thread.start()
-        started.append(thread)
-
-    monkeypatch.setattr(services, "reward_model_run_send", send)
-    yield started
-    for thread in started:
-        thread.join(timeout=120)
+    settings.JOB_PROGRESS_INTERVAL_SECONDS = 0.2
+    return thread_worker
 
 
 def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: Any, tmp_path) -> None:

@@ -23,7 +23,7 @@ def artifacts(settings, tmp_path):
     from rewardmodel.services import scorer_cache
 
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.REWARDMODEL_PROGRESS_INTERVAL_SECONDS = 0.0
+    settings.JOB_PROGRESS_INTERVAL_SECONDS = 0.0
     scorer_cache.clear()
     return settings.ARTIFACT_ROOT
 

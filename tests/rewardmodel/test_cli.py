@@ -68,7 +68,7 @@ def test_queued_run_is_sent_and_can_be_cancelled(rule, tiny_base, sent, django_c
             "train_reward_model", "--project", str(project.pk), "--snapshot", str(snapshot.pk), "--base", str(tiny_base)
         )
     run = RewardModelRun.objects.get()
-    assert "queued" in out and sent == [((), {"args": [run.pk], "queue": "gpu"})]
+    assert "queued" in out and sent == [("reward_model", run.pk, "gpu")]
     out, _ = call("reward_models", "--project", str(project.pk), "--cancel", str(run.pk))
     assert "cancelled" in out
 
@@ -105,31 +105,15 @@ def test_a_failed_inline_run_exits_with_the_reason(rule, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_wait_follows_a_queued_run_to_its_version(tiny_base, settings, tmp_path, monkeypatch):
+def test_wait_follows_a_queued_run_to_its_version(tiny_base, settings, tmp_path, thread_worker):
     """``--wait`` polls the row while a worker (here a thread running the real job) trains."""
-    import threading
-
-    from django.db import connection
-
-    from rewardmodel import jobs, services
     from tests.rewardmodel.test_services import rule_project, rule_snapshot
 
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     project = rule_project(24)
     rule_snapshot(project)
-    threads = []
+    threads = thread_worker
 
-    def worker(run_id: int) -> None:
-        try:
-            jobs.reward_model_run_execute(run_id=run_id, worker_id="thread-worker")
-        finally:
-            connection.close()
-
-    def send(run_id: int) -> None:
-        threads.append(threading.Thread(target=worker, args=(run_id,)))
-        threads[-1].start()
-
-    monkeypatch.setattr(services, "reward_model_run_send", send)
     out, _ = call(
         "train_reward_model", "--project", str(project.pk), "--base", str(tiny_base),
         "--config", json.dumps(FAST), "--wait", "--poll-seconds", "0.2",

@@ -88,7 +88,7 @@ def workers(transactional_db, settings, tmp_path, monkeypatch) -> Iterator[Worke
     artifacts = tmp_path / "artifacts"
     settings.ARTIFACT_ROOT = artifacts
     settings.REWARDMODEL_QUEUE = queue
-    settings.REWARDMODEL_HEARTBEAT_STALE_SECONDS = STALE_SECONDS
+    settings.JOB_HEARTBEAT_STALE_SECONDS = STALE_SECONDS
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         database_url = f"sqlite:///{db['NAME']}"
@@ -101,8 +101,8 @@ def workers(transactional_db, settings, tmp_path, monkeypatch) -> Iterator[Worke
         DJANGO_SETTINGS_MODULE="arpad.settings_test",
         ARTIFACT_ROOT=str(artifacts),
         REWARDMODEL_QUEUE=queue,
-        REWARDMODEL_HEARTBEAT_STALE_SECONDS=str(STALE_SECONDS),
-        REWARDMODEL_PROGRESS_INTERVAL_SECONDS="0.2",
+        JOB_HEARTBEAT_STALE_SECONDS=str(STALE_SECONDS),
+        JOB_PROGRESS_INTERVAL_SECONDS="0.2",
         REWARDMODEL_DEVICE="cpu",
         OMP_NUM_THREADS="1",
     )

@@ -17,7 +17,12 @@ pytestmark = pytest.mark.django_db
 def snapshot():
     project = ProjectFactory()
     return ExportSnapshot.objects.create(
-        project=project, state=ExportState.SUCCEEDED, content_hash="h" * 64, path="exports/" + "h" * 64
+        project=project,
+        state=ExportState.SUCCEEDED,
+        progress=1.0,
+        finished_at=timezone.now(),
+        content_hash="h" * 64,
+        path="exports/" + "h" * 64,
     )
 
 
@@ -50,8 +55,9 @@ def refused(create) -> None:
         {"state": RunState.SUCCEEDED, "progress": 1.0},  # finished without a time
         {"state": RunState.FAILED, "finished_at": timezone.now()},  # failed without a reason
         {"state": RunState.SUCCEEDED, "progress": 0.5, "finished_at": timezone.now()},
-        {"state": RunState.RUNNING, "heartbeat_at": timezone.now()},  # running without a worker
-        {"state": RunState.RUNNING, "worker_id": "w"},  # running without a heartbeat
+        {"state": RunState.RUNNING, "heartbeat_at": timezone.now(), "owner_token": "t"},  # without a worker
+        {"state": RunState.RUNNING, "worker": "w", "owner_token": "t"},  # running without a heartbeat
+        {"state": RunState.RUNNING, "worker": "w", "heartbeat_at": timezone.now()},  # without an owner
         {"base_model": ""},
     ],
 )
@@ -62,7 +68,16 @@ def test_run_check_constraints(snapshot, fields):
 def test_a_valid_run_of_each_state_is_accepted(snapshot):
     now = timezone.now()
     new_run(snapshot)
-    new_run(snapshot, state=RunState.RUNNING, worker_id="w", heartbeat_at=now, attempts=1, step=3, total_steps=10)
+    new_run(
+        snapshot,
+        state=RunState.RUNNING,
+        worker="w",
+        owner_token="t",
+        heartbeat_at=now,
+        attempts=1,
+        step=3,
+        total_steps=10,
+    )
     new_run(snapshot, state=RunState.SUCCEEDED, progress=1.0, finished_at=now)
     new_run(snapshot, state=RunState.FAILED, error="ValueError: x", finished_at=now)
     new_run(snapshot, state=RunState.CANCELLED, finished_at=now)
@@ -85,7 +100,9 @@ def test_at_most_one_active_version_per_project(snapshot):
     refused(lambda: new_version(runs[2], 3, is_active=True))
     # Another project has its own active version.
     project = ProjectFactory()
-    theirs = ExportSnapshot.objects.create(project=project, state=ExportState.SUCCEEDED, content_hash="a", path="p")
+    theirs = ExportSnapshot.objects.create(
+        project=project, state=ExportState.SUCCEEDED, progress=1.0, finished_at=timezone.now(), content_hash="a", path="p"
+    )
     new_version(new_run(theirs), 1, is_active=True)
 
 

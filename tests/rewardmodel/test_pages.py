@@ -23,7 +23,7 @@ def artifacts(settings, tmp_path):
     from rewardmodel.services import scorer_cache
 
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.REWARDMODEL_PROGRESS_INTERVAL_SECONDS = 0.0
+    settings.JOB_PROGRESS_INTERVAL_SECONDS = 0.0
     scorer_cache.clear()
 
 
@@ -105,7 +105,7 @@ def test_the_train_form_queues_a_run(project, manager, exported, tiny_base, sent
     assert response.status_code == 302 and response["Location"] == reverse("rewardmodel-run", args=[project.pk, run.pk])
     assert run.trigger == "ui" and run.config["margin"] is True and run.config["soft_labels"] is False
     assert run.config["epochs"] == 2 and run.config["center_coefficient"] == 0.01 and run.config["seed"] == 7
-    assert sent == [((), {"args": [run.pk], "queue": "gpu"})]
+    assert sent == [("reward_model", run.pk, "gpu")]
 
 
 @pytest.mark.parametrize(

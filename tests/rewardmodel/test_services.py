@@ -18,17 +18,17 @@ from django.utils import timezone
 
 from annotation.models import Membership, Project, ProjectKind, Prompt, Response, Role, Task, TaskResponse
 from exports.models import ExportSnapshot, ExportState
+from jobs.lifecycle import job_claim, jobs_reap
+from jobs.registry import get_kind
 from rewardmodel import jobs
 from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion, RunState, RunTrigger
 from rewardmodel.services import (
     RewardModelError,
     retrain_rules_check,
     reward_model_run_cancel,
-    reward_model_run_claim,
     reward_model_run_create,
-    reward_model_runs_reap,
     reward_model_version_activate,
-    reward_model_version_register,
+    reward_model_version_create,
     reward_model_versions_compare,
     score_batch,
     scorer_cache,
@@ -80,7 +80,7 @@ def manager_of(project: Project, username: str = "rm-manager") -> Any:
 @pytest.fixture(autouse=True)
 def artifacts(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.REWARDMODEL_PROGRESS_INTERVAL_SECONDS = 0.0
+    settings.JOB_PROGRESS_INTERVAL_SECONDS = 0.0
     scorer_cache.clear()
     return settings.ARTIFACT_ROOT
 
@@ -96,20 +96,21 @@ def rule(db):
     return project, rule_snapshot(project)
 
 
-class SentMessages(list):
-    """Stands in for ``train_reward_model.apply_async``: records what would have been sent."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        self.append((args, kwargs))
-
-
 @pytest.fixture
-def sent(monkeypatch) -> SentMessages:
-    from rewardmodel.tasks import train_reward_model
+def sent(job_messages):
+    return job_messages
 
-    messages = SentMessages()
-    monkeypatch.setattr(train_reward_model, "apply_async", messages)
-    return messages
+
+KIND = "reward_model"
+
+
+def claim(run_id: int, worker: str):
+    claimed = job_claim(kind=get_kind(KIND), job_id=run_id, worker=worker)
+    return None if claimed is None else claimed.job
+
+
+def reap(now=None) -> list[tuple[int, str]]:
+    return [(r.job_id, r.outcome) for r in jobs_reap(now=now, kinds=[get_kind(KIND)])]
 
 
 def make_run(project: Project, snapshot: ExportSnapshot, base: Path, **config: Any) -> RewardModelRun:
@@ -129,7 +130,7 @@ def test_create_fills_the_config_and_sends_after_commit(rule, tiny_base, django_
     # Nothing is sent before the row is committed.
     assert not sent and len(callbacks) == 1
     callbacks[0]()
-    assert sent == [((), {"args": [run.pk], "queue": "gpu"})]
+    assert sent == [(KIND, run.pk, "gpu")]
     assert run.state == RunState.QUEUED and run.config["margin"] is True
     assert run.config["weight_decay"] == 0.0  # defaults filled in
     assert "data_dir" not in run.config and run.output_dir == f"rewardmodels/project-{project.pk}/run-{run.pk}"
@@ -175,25 +176,25 @@ def test_snapshot_must_be_succeeded_in_the_same_project_and_base_must_exist(rule
 def test_claim_is_exclusive_while_the_heartbeat_is_fresh(rule, tiny_base):
     project, snapshot = rule
     run = make_run(project, snapshot, tiny_base)
-    first = reward_model_run_claim(run_id=run.pk, worker_id="w1")
+    first = claim(run.pk, "w1")
     assert first is not None and first.state == RunState.RUNNING and first.attempts == 1
     # A duplicate delivery while w1 beats: nothing happens.
-    assert reward_model_run_claim(run_id=run.pk, worker_id="w2") is None
+    assert claim(run.pk, "w2") is None
     run.refresh_from_db()
-    assert (run.worker_id, run.attempts) == ("w1", 1)
+    assert (run.worker, run.attempts) == ("w1", 1)
     # w1 goes silent; a redelivered message takes the run over.
     RewardModelRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    taken = reward_model_run_claim(run_id=run.pk, worker_id="w2")
-    assert taken is not None and (taken.worker_id, taken.attempts) == ("w2", 2)
+    taken = claim(run.pk, "w2")
+    assert taken is not None and (taken.worker, taken.attempts) == ("w2", 2)
     assert any("w1 stopped beating" in line for line in taken.log_tail)
 
 
 def test_claim_of_a_missing_or_finished_run_does_nothing(rule, tiny_base):
     project, snapshot = rule
-    assert reward_model_run_claim(run_id=999_999, worker_id="w") is None
+    assert claim(999_999, "w") is None
     run = make_run(project, snapshot, tiny_base)
     reward_model_run_cancel(run=run)
-    assert reward_model_run_claim(run_id=run.pk, worker_id="w") is None
+    assert claim(run.pk, "w") is None
     run.refresh_from_db()
     assert run.state == RunState.CANCELLED and run.attempts == 0
 
@@ -204,18 +205,18 @@ def test_claim_of_a_missing_or_finished_run_does_nothing(rule, tiny_base):
 def test_reaper_requeues_then_fails_with_the_reason(
     rule, tiny_base, settings, sent, django_capture_on_commit_callbacks
 ):
-    settings.REWARDMODEL_HEARTBEAT_STALE_SECONDS = 60
+    settings.JOB_HEARTBEAT_STALE_SECONDS = 60
     project, snapshot = rule
     run = make_run(project, snapshot, tiny_base)
     run.max_attempts = 2
     run.save()
     later = timezone.now() + timedelta(seconds=61)
     for attempt, expected in ((1, "requeued"), (2, "failed")):
-        assert reward_model_run_claim(run_id=run.pk, worker_id=f"w{attempt}") is not None
+        assert claim(run.pk, f"w{attempt}") is not None
         # Fresh heartbeat: the reaper leaves it alone.
-        assert reward_model_runs_reap() == []
+        assert reap() == []
         with django_capture_on_commit_callbacks(execute=True):
-            assert reward_model_runs_reap(now=later) == [(run.pk, expected)]
+            assert reap(now=later) == [(run.pk, expected)]
         run.refresh_from_db()
         RewardModelRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
     assert run.state == RunState.FAILED
@@ -224,12 +225,12 @@ def test_reaper_requeues_then_fails_with_the_reason(
 
 
 def test_reaper_finishes_a_dead_run_that_was_being_cancelled(rule, tiny_base, settings):
-    settings.REWARDMODEL_HEARTBEAT_STALE_SECONDS = 60
+    settings.JOB_HEARTBEAT_STALE_SECONDS = 60
     project, snapshot = rule
     run = make_run(project, snapshot, tiny_base)
-    reward_model_run_claim(run_id=run.pk, worker_id="w1")
+    claim(run.pk, "w1")
     reward_model_run_cancel(run=run)
-    assert reward_model_runs_reap(now=timezone.now() + timedelta(minutes=5)) == [(run.pk, "cancelled")]
+    assert reap(now=timezone.now() + timedelta(minutes=5)) == [(run.pk, "cancelled")]
 
 
 # --- register / activate --------------------------------------------------------------------
@@ -238,24 +239,35 @@ def test_reaper_finishes_a_dead_run_that_was_being_cancelled(rule, tiny_base, se
 def test_register_is_idempotent_and_numbers_per_project(rule, tiny_base):
     project, snapshot = rule
     runs = [make_run(project, snapshot, tiny_base) for _ in range(2)]
-    for run in runs:
-        reward_model_run_claim(run_id=run.pk, worker_id="w")
-    v1 = reward_model_version_register(
-        run_id=runs[0].pk, metrics={"rm/accuracy": 0.9, "x": float("nan")}, worker_id="w"
-    )
-    again = reward_model_version_register(run_id=runs[0].pk, metrics={"rm/accuracy": 0.1})
+    v1 = reward_model_version_create(run=runs[0], metrics={"rm/accuracy": 0.9, "x": float("nan")})
+    again = reward_model_version_create(run=runs[0], metrics={"rm/accuracy": 0.1})
     assert again.pk == v1.pk and RewardModelVersion.objects.filter(run=runs[0]).count() == 1
     assert v1.metrics == {"rm/accuracy": 0.9, "x": None}
-    # Not the holder: nothing registered.
-    assert reward_model_version_register(run_id=runs[1].pk, metrics={}, worker_id="someone-else") is None
-    v2 = reward_model_version_register(run_id=runs[1].pk, metrics={}, worker_id="w")
+    v2 = reward_model_version_create(run=runs[1], metrics={})
     assert (v1.number, v2.number) == (1, 2)
     # The first version is active; the second waits for a decision.
     assert RewardModelVersion.objects.get(pk=v1.pk).is_active and not v2.is_active
-    runs[0].refresh_from_db()
-    assert runs[0].state == RunState.SUCCEEDED and runs[0].progress == 1.0
     reward_model_version_activate(version=v2)
     assert list(RewardModelVersion.objects.filter(is_active=True)) == [v2]
+
+
+def test_a_run_that_is_no_longer_its_workers_registers_nothing(rule, tiny_base, monkeypatch):
+    """The version and the run's success commit together: a lost run leaves neither."""
+    project, snapshot = rule
+    run = make_run(project, snapshot, tiny_base)
+    real_create = jobs.reward_model_version_create
+
+    def taken_over_meanwhile(*, run, metrics):
+        version = real_create(run=run, metrics=metrics)
+        RewardModelRun.objects.filter(pk=run.pk).update(owner_token="another-attempt")
+        return version
+
+    monkeypatch.setattr(jobs, "reward_model_version_create", taken_over_meanwhile)
+    assert jobs.reward_model_run_execute(run_id=run.pk, worker_id="w") is None
+    run.refresh_from_db()
+    # Rolled back together: the version, and the takeover this test faked inside the same transaction.
+    assert run.state == RunState.RUNNING and run.finished_at is None
+    assert not RewardModelVersion.objects.exists()
 
 
 def test_cancel_of_a_finished_run_is_a_conflict(rule, tiny_base):
@@ -302,23 +314,21 @@ def test_a_failing_run_says_why(rule, tmp_path):
     assert run.state == RunState.FAILED
     exc_type, _, message = run.error.partition(": ")
     assert exc_type.isidentifier() and message, run.error
-    assert any("failed:" in line for line in run.log_tail) and any(
-        "Traceback" in line or "Error" in line for line in run.log_tail
-    )
+    assert any("failed:" in line for line in run.log_tail) and "Traceback" in run.traceback
     assert not RewardModelVersion.objects.exists()
 
 
 def test_cancel_is_honoured_at_the_next_step_after_a_checkpoint(rule, tiny_base, monkeypatch):
     project, snapshot = rule
     run = make_run(project, snapshot, tiny_base, epochs=3)
-    real_on_step = jobs.RunRecorder.on_step
+    real_on_step = jobs.TrainingHooks.on_step
 
     def cancel_at_step_3(self, step, total_steps, metrics):
         real_on_step(self, step, total_steps, metrics)
         if step == 3:
-            RewardModelRun.objects.filter(pk=self.run_id).update(cancel_requested=True)
+            RewardModelRun.objects.filter(pk=self.ctx.job_id).update(cancel_requested=True)
 
-    monkeypatch.setattr(jobs.RunRecorder, "on_step", cancel_at_step_3)
+    monkeypatch.setattr(jobs.TrainingHooks, "on_step", cancel_at_step_3)
     assert jobs.reward_model_run_execute(run_id=run.pk, worker_id="w") is None
     run.refresh_from_db()
     assert run.state == RunState.CANCELLED and run.finished_at is not None
@@ -334,24 +344,24 @@ class _WorkerDied(BaseException):
 def test_a_dead_workers_run_is_reaped_and_resumes_from_its_checkpoint(
     rule, tiny_base, monkeypatch, settings, sent, django_capture_on_commit_callbacks
 ):
-    settings.REWARDMODEL_HEARTBEAT_STALE_SECONDS = 30
+    settings.JOB_HEARTBEAT_STALE_SECONDS = 30
     project, snapshot = rule
     run = make_run(project, snapshot, tiny_base, epochs=2)
-    real_on_step = jobs.RunRecorder.on_step
+    real_on_step = jobs.TrainingHooks.on_step
 
     def die_after_first_checkpoint(self, step, total_steps, metrics):
         real_on_step(self, step, total_steps, metrics)
-        if step == 3 and self.worker_id == "w1":
+        if step == 3 and self.ctx.worker == "w1":
             raise _WorkerDied
 
-    monkeypatch.setattr(jobs.RunRecorder, "on_step", die_after_first_checkpoint)
+    monkeypatch.setattr(jobs.TrainingHooks, "on_step", die_after_first_checkpoint)
     with pytest.raises(_WorkerDied):
         jobs.reward_model_run_execute(run_id=run.pk, worker_id="w1")
     run.refresh_from_db()
     assert run.state == RunState.RUNNING and run.checkpoint_step == 2
     with django_capture_on_commit_callbacks(execute=True):
-        assert reward_model_runs_reap(now=timezone.now() + timedelta(seconds=31)) == [(run.pk, "requeued")]
-    assert sent == [((), {"args": [run.pk], "queue": "gpu"})]
+        assert reap(now=timezone.now() + timedelta(seconds=31)) == [(run.pk, "requeued")]
+    assert sent == [(KIND, run.pk, "gpu")]
     version = jobs.reward_model_run_execute(run_id=run.pk, worker_id="w2")
     run.refresh_from_db()
     assert run.state == RunState.SUCCEEDED, run.error
@@ -404,13 +414,23 @@ def test_retrain_rule_waits_for_new_agreed_pairs_then_starts_one_run(
     rule_project(6, project=project, seed=2)
     with django_capture_on_commit_callbacks(execute=True):
         [(_, outcome)] = retrain_rules_check()
-    assert "12 new agreed pairs" in outcome, outcome
+    assert "12 new agreed pairs: started export" in outcome, outcome
+    # The export is a job of its own, on the default queue; the check only started it.
+    [(kind, export_id, queue)] = sent
+    assert (kind, queue) == ("export", "default")
+    assert "waiting for export" in retrain_rules_check()[0][1]
+    sent.run()  # the worker runs the export
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        [(_, outcome)] = retrain_rules_check()
+    assert f"on export {export_id}" in outcome, outcome
     rule_row = RetrainRule.objects.get(project=project)
+    assert rule_row.pending_snapshot is None
     run = rule_row.last_run
     assert run.trigger == RunTrigger.RULE and run.parent_version == first and run.config["epochs"] == FAST["epochs"]
     assert run.snapshot != snapshot and run.snapshot.counts["pairs_kept"] == snapshot.counts["pairs_kept"] + 12
     assert run.snapshot.params == snapshot.params  # the active version's export parameters
-    assert sent == [((), {"args": [run.pk], "queue": "gpu"})]
+    assert sent == [(KIND, run.pk, "gpu")]
     assert rule_row.last_outcome == outcome and rule_row.last_checked_at is not None
     # While that run is queued, the rule does not start another.
     assert "already queued" in retrain_rules_check()[0][1]
@@ -428,14 +448,15 @@ class Contains(str):
 
 def test_training_goes_to_the_gpu_queue_and_bookkeeping_to_default():
     from arpad.celery import app
+    from jobs import tasks as job_tasks
     from rewardmodel import tasks
 
     def queue_of(task: Any) -> str:
         return app.amqp.router.route(dict(task._get_exec_options()), task.name, (), {})["queue"].name
 
-    assert queue_of(tasks.train_reward_model) == "gpu"
+    assert get_kind(KIND).queue_name() == "gpu"
     # A GPU worker runs one task at a time: the reaper watching it must not wait behind it.
-    assert queue_of(tasks.reap_reward_model_runs) == "default"
+    assert queue_of(job_tasks.reap_jobs) == "default"
     assert queue_of(tasks.check_retrain_rules) == "default"
 
 

@@ -13,11 +13,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
 from exports.models import ExportSnapshot
+from jobs.lifecycle import jobs_reap
+from jobs.registry import kind_of
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rewardmodel.services import (
     RewardModelError,
     reward_model_run_cancel,
-    reward_model_runs_reap,
     reward_model_version_activate,
     reward_model_versions_compare,
 )
@@ -58,8 +59,8 @@ class Command(BaseCommand):
                     f"run {run.pk}: {run.state}" + (" (stops at its next step)" if not run.is_finished else "")
                 )
             elif options["reap"]:
-                for run_id, outcome in reward_model_runs_reap():
-                    self.stdout.write(f"run {run_id}: {outcome}")
+                for reaped in jobs_reap(kinds=[kind_of(RewardModelRun)]):
+                    self.stdout.write(f"run {reaped.job_id}: {reaped.outcome}")
             else:
                 self._list(project, options["runs"], as_json=options["json"])
         except RewardModelError as exc:

@@ -12,8 +12,6 @@ Training options come from ``--config '{"epochs": 2}'`` and/or repeated
 from __future__ import annotations
 
 import json
-import sys
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -21,7 +19,8 @@ from django.db import transaction
 
 from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
-from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
+from jobs.cli import add_job_arguments, finish_job_command
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.services import RewardModelError, reward_model_run_create
 
 
@@ -58,9 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--parent", type=int, metavar="VERSION", help="version number this run continues from")
         parser.add_argument("--config", help="training options as a JSON object")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one option; repeatable")
-        parser.add_argument("--wait", action="store_true", help="follow the queued run until it finishes")
-        parser.add_argument("--inline", action="store_true", help="train in this process instead of on a worker")
-        parser.add_argument("--poll-seconds", type=float, default=2.0, help="how often --wait reads the run")
+        add_job_arguments(parser, inline_help="train in this process instead of on a worker")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(pk=options["project"]).first()
@@ -95,81 +92,12 @@ class Command(BaseCommand):
         except RewardModelError as exc:
             raise CommandError(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
         self.stdout.write(f"run {run.pk}: {run.base_model} on export {snapshot.pk}")
-        if options["inline"]:
-            self._inline(run)
-        elif options["wait"]:
-            self._wait(run, options["poll_seconds"])
-        else:
-            self.stdout.write(
-                f"queued on the GPU queue; follow it with: manage.py reward_models --project {project.pk}"
-            )
-
-    def _inline(self, run: RewardModelRun) -> None:
-        from rewardmodel.jobs import RunRecorder, reward_model_run_execute
-
-        stream = self.stderr
-
-        class ProgressRecorder(RunRecorder):
-            """The row's recorder plus a tqdm bar and the log on the terminal."""
-
-            bar: Any = None
-
-            def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
-                from tqdm import tqdm
-
-                super().on_start(total_steps, info)
-                self.bar = tqdm(
-                    total=total_steps, initial=self.step, desc=f"run {self.run_id}", unit="step", file=sys.stderr
-                )
-
-            def on_step(self, step: int, total_steps: int, metrics: dict[str, Any]) -> None:
-                super().on_step(step, total_steps, metrics)
-                if self.bar is not None:
-                    self.bar.update(step - self.bar.n)
-                    self.bar.set_postfix(
-                        loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', 0):.3f}"
-                    )
-
-            def log(self, line: str) -> None:
-                super().log(line)
-                if self.bar is not None:
-                    self.bar.write(str(line), file=sys.stderr)
-                else:
-                    stream.write(str(line))
-
-        try:
-            reward_model_run_execute(run_id=run.pk, recorder_class=ProgressRecorder)
-        except KeyboardInterrupt:
-            # The row stays running with a stopping heartbeat: the reaper hands it to a worker.
-            raise CommandError(f"interrupted; run {run.pk} resumes from its checkpoint when reaped") from None
-        self._report(RewardModelRun.objects.get(pk=run.pk))
-
-    def _wait(self, run: RewardModelRun, poll_seconds: float) -> None:
-        from tqdm import tqdm
-
-        bar = None
-        try:
-            while True:
-                run.refresh_from_db()
-                if run.total_steps and bar is None:
-                    bar = tqdm(total=run.total_steps, desc=f"run {run.pk}", unit="step", file=sys.stderr)
-                if bar is not None:
-                    bar.update(run.step - bar.n)
-                if run.is_finished:
-                    break
-                time.sleep(max(0.1, poll_seconds))
-        finally:
-            if bar is not None:
-                bar.close()
-        self._report(run)
+        run = finish_job_command(self, run, options)
+        if run.is_finished:
+            self._report(run)
 
     def _report(self, run: RewardModelRun) -> None:
-        if run.state == RunState.SUCCEEDED:
-            version = run.version
-            metrics = ", ".join(f"{k} {v:.4g}" for k, v in version.metrics.items() if isinstance(v, int | float))
-            self.stdout.write(self.style.SUCCESS(f"v{version.number} registered: {metrics}"))
-            self.stdout.write(f"model: {version.model_dir}")
-            return
-        for line in run.log_tail[-10:]:
-            self.stderr.write(line)
-        raise CommandError(f"run {run.pk} {run.state}: {run.error or 'no error recorded'}")
+        version = run.version
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in version.metrics.items() if isinstance(v, int | float))
+        self.stdout.write(self.style.SUCCESS(f"v{version.number} registered: {metrics}"))
+        self.stdout.write(f"model: {version.model_dir}")
