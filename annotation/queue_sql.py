@@ -1,12 +1,20 @@
-"""Hand-written SQL for the two requests annotators make all day: claim and submit.
+"""Hand-written SQL for the two requests annotators make all day, claim and submit, and
+for three lookups around them.
 
 Everything here could be written with the ORM, and was; profiling the HTTP load
 benchmark showed that building and compiling querysets cost more CPU than PostgreSQL
 spent running them (about 1 ms per query on a small server). These statements are the
 same queries written once, portable between PostgreSQL and SQLite; the locking clauses
-are added only where the database has them. The rules they implement are explained in
-``annotation.services``, which is the only caller. Only table names from model metadata
-and fixed clauses are put into the SQL text; every value is a query parameter.
+are added only where the database has them. Only table names from model metadata and
+fixed clauses are put into the SQL text; every value is a query parameter.
+
+Callers. The claim and submit statements (every function but the three lookups below)
+are ``annotation.services``' alone, and the rules they implement are explained there. The
+lookups serve the web pages and the API alike:
+``project_with_role`` (the caller's project and role, on every request under a project)
+is called by ``arpad.api.permissions``, ``frontend.access``, ``frontend.views`` and
+``frontend.views_manage``; ``own_assignment`` and ``task_texts`` by ``annotation.api.views``
+and ``frontend.views`` (the claim and submit endpoints of the API and of the annotator page).
 """
 
 from __future__ import annotations
