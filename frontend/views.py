@@ -12,9 +12,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import queue_sql
-from annotation.api.permissions import can_create_projects
 from annotation.api.serializers import SubmitSerializer
 from annotation.models import Assignment, AssignmentState, Membership, Project, Role, TaskState
+from annotation.project_services import can_create_projects
 from annotation.services import QueueError, assignment_claim_next, judgement_submit_and_claim_next
 from frontend.templatetags.arpad_markdown import render_markdown
 

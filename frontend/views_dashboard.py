@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS, MajorityConfig
 from annotation.agreement_data import ProjectPairVotes, project_pair_votes
 from annotation.models import Judgement, Project
+from annotation.project_preview import project_preview
 from annotation.reports import (
     DEFAULT_LOW_AGREEMENT_BELOW,
     DEFAULT_MIN_OVERLAP,
@@ -40,6 +41,7 @@ from annotation.reports import (
     agreement_report,
 )
 from annotation.trends import DEFAULT_POINTS, TREND_BY, agreement_trend
+from exports.enqueue import enqueue_export
 from exports.models import ExportSnapshot, ExportState
 from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS, ExportParams, InvalidParams
 from frontend.access import managed_project
@@ -55,8 +57,6 @@ def preview_curves(
     project: Project, base: MajorityConfig | None = None, data: ProjectPairVotes | None = None
 ) -> dict[str, Any]:
     """The threshold preview of ``project`` as JSON (the same as the API's preview endpoint)."""
-    from annotation.api.dashboard_views import project_preview
-
     return project_preview(project, base, extra_thresholds=(project.agreement_threshold,), data=data)
 
 
@@ -370,8 +370,6 @@ def project_exports(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         form = ExportForm(request.POST, project=project)
         if form.is_valid():
-            # Imported here: the API module pulls in DRF views, which this page needs only to enqueue.
-            from annotation.api.export_views import enqueue_export
             from exports.services import export_snapshot_create
 
             try:

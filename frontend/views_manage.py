@@ -17,17 +17,16 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import queue_sql
-from annotation.api.permissions import can_create_projects
+from annotation import project_services, queue_sql
 from annotation.api.serializers import ImportCreateSerializer
-from annotation.api.views import enqueue_import
+from annotation.import_enqueue import enqueue_import
 from annotation.import_jobs import import_job_create
 from annotation.importers import FORMATS, format_options
 from annotation.models import (
@@ -43,8 +42,9 @@ from annotation.models import (
     Task,
     TaskResponse,
 )
+from annotation.project_services import ProjectRefused, can_create_projects
 from frontend.access import managed_project
-from frontend.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, ProjectForm, TaskFilterForm
+from frontend.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, ProjectForm, TaskFilterForm, add_reasons
 
 TASKS_PER_PAGE = 50
 
@@ -64,13 +64,13 @@ def project_create(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     preview = _guidelines_preview(request, form)
     if request.method == "POST" and "preview" not in request.POST and form.is_valid():
-        with transaction.atomic():
-            project = form.save(commit=False)
-            project.created_by = request.user
-            project.save()
-            Membership.objects.create(project=project, user=request.user, role=Role.MANAGER)
-        messages.success(request, f"Project “{project.name}” created. Import tasks next.")
-        return redirect("project-imports", project_id=project.pk)
+        try:
+            project = project_services.project_create(created_by=request.user, settings=form.cleaned_data)
+        except ProjectRefused as exc:
+            add_reasons(form, exc.errors)
+        else:
+            messages.success(request, f"Project “{project.name}” created. Import tasks next.")
+            return redirect("project-imports", project_id=project.pk)
     return render(request, "frontend/manage/project_form.html", {"form": form, "project": None, "preview": preview})
 
 
@@ -80,14 +80,14 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
     project = managed_project(request, project_id)
     form = ProjectForm(request.POST or None, instance=project)
     preview = _guidelines_preview(request, form)
-    if request.method == "POST" and "preview" not in request.POST:
-        with transaction.atomic():
-            # Lock the project so an import cannot add tasks between the check and the save.
-            list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True))
-            if form.is_valid():
-                form.save()
-                messages.success(request, "Settings saved.")
-                return redirect("project-edit", project_id=project.pk)
+    if request.method == "POST" and "preview" not in request.POST and form.is_valid():
+        try:
+            project_services.project_update(project=project, changes=form.cleaned_data)
+        except ProjectRefused as exc:
+            add_reasons(form, exc.errors)
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("project-edit", project_id=project.pk)
     n_tasks = project.tasks.count()
     return _page(request, "project_form.html", project, "settings", form=form, preview=preview, n_tasks=n_tasks)
 
@@ -109,20 +109,18 @@ def _guidelines_preview(request: HttpRequest, form: ProjectForm) -> str:
 def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
     """List members; add one by username, change a role, remove one. A project keeps a manager."""
     project = managed_project(request, project_id)
-    add_form = MemberAddForm(project=project)
+    add_form = MemberAddForm()
     if request.method == "POST":
         action = request.POST.get("action")
         if action == "add":
-            add_form = MemberAddForm(request.POST, project=project)
+            add_form = MemberAddForm(request.POST)
             if add_form.is_valid():
-                user = add_form.cleaned_data["username"]
                 try:
-                    with transaction.atomic():
-                        Membership.objects.create(project=project, user=user, role=add_form.cleaned_data["role"])
-                except IntegrityError:
-                    add_form.add_error("username", f"{user.username} is already a member of this project.")
+                    membership = project_services.membership_add(project=project, **add_form.cleaned_data)
+                except ProjectRefused as exc:
+                    add_reasons(add_form, exc.errors)
                 else:
-                    messages.success(request, f"Added {user.username} as {add_form.cleaned_data['role']}.")
+                    messages.success(request, f"Added {membership.user.username} as {membership.role}.")
                     return redirect("project-members", project_id=project.pk)
         elif action in ("role", "remove"):
             error = _change_member(request, project, action)
@@ -150,30 +148,20 @@ def _change_member(request: HttpRequest, project: Project, action: str) -> str |
         return "That request was malformed: " + "; ".join(
             f"{field}: {' '.join(errs)}" for field, errs in form.errors.items()
         )
-    with transaction.atomic():
-        # Membership changes of one project queue on the project row, so that two managers
-        # demoting each other at the same moment cannot leave the project without one.
-        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True))
-        membership = (
-            Membership.objects.select_related("user")
-            .filter(project=project, user_id=form.cleaned_data["user_id"])
-            .first()
-        )
-        if membership is None:
-            return "That user is not a member of this project."
-        leaves_manager_role = action == "remove" or form.cleaned_data["role"] != Role.MANAGER
-        if membership.role == Role.MANAGER and leaves_manager_role:
-            others = Membership.objects.filter(project=project, role=Role.MANAGER).exclude(pk=membership.pk)
-            if not others.exists():
-                return "A project must keep at least one manager: make someone else a manager first."
-        name = membership.user.username
+    user_id = form.cleaned_data["user_id"]
+    try:
         if action == "remove":
-            membership.delete()
-            messages.success(request, f"Removed {name} from the project.")
+            membership = project_services.membership_remove(project=project, user_id=user_id)
+            messages.success(request, f"Removed {membership.user.username} from the project.")
         else:
-            membership.role = form.cleaned_data["role"]
-            membership.save(update_fields=["role"])
-            messages.success(request, f"{name} is now {membership.get_role_display().lower()}.")
+            membership = project_services.membership_set_role(
+                project=project, user_id=user_id, role=form.cleaned_data["role"]
+            )
+            messages.success(request, f"{membership.user.username} is now {membership.get_role_display().lower()}.")
+    except Membership.DoesNotExist:
+        return "That user is not a member of this project."
+    except ProjectRefused as exc:
+        return " ".join(reason for reasons in exc.errors.values() for reason in reasons)
     return None
 
 

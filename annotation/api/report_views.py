@@ -1,10 +1,14 @@
-"""API v1: the agreement report of a project (managers only).
+"""API v1: the agreement report of a project and its trend (managers only).
 
 ``GET /api/v1/projects/{id}/agreement/?bootstrap=&seed=`` answers the JSON of
 :func:`annotation.reports.agreement_report`. It is computed in the request (a fixed number
 of queries plus numpy work; about 0.2 s for 1,000 items with 1,000 resamples), so
 ``bootstrap`` is capped. Reports on uploaded files are not offered here: the importers'
 path options read the server's file system; use ``manage.py agreement_report --file``.
+
+``GET /api/v1/projects/{id}/agreement/trend/?by=count|day|week&points=20`` answers
+:func:`annotation.trends.agreement_trend`: the cumulative agreement figures at evenly
+spaced judgement counts or at the end of each day / week of submissions.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.permissions import IsProjectManager
-from annotation.api.views import ProjectScopedMixin
 from annotation.reports import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_CONTESTED_LIMIT,
@@ -30,6 +32,9 @@ from annotation.reports import (
     DEFAULT_TOO_FAST_MS,
     agreement_report,
 )
+from annotation.trends import DEFAULT_POINTS, MAX_POINTS, TREND_BY, agreement_trend
+from arpad.api.permissions import IsProjectManager
+from arpad.api.views import ProjectScopedMixin
 
 MAX_BOOTSTRAP = 10_000
 
@@ -152,3 +157,42 @@ class AgreementReportView(ProjectScopedMixin, APIView):
         incoming.is_valid(raise_exception=True)
         options: dict[str, Any] = dict(incoming.validated_data)
         return Response(agreement_report(project=self.project, **options))
+
+
+class TrendQuerySerializer(serializers.Serializer):
+    by = serializers.ChoiceField(
+        choices=TREND_BY,
+        default="count",
+        help_text="count: at evenly spaced judgement counts; day / week: at the end of each period with submissions.",
+    )
+    points = serializers.IntegerField(
+        min_value=2, max_value=MAX_POINTS, default=DEFAULT_POINTS, help_text="Most checkpoints."
+    )
+
+
+class TrendView(ProjectScopedMixin, APIView):
+    """Cumulative agreement over submission time (managers only)."""
+
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    @extend_schema(
+        parameters=[TrendQuerySerializer],
+        responses={
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description=(
+                    "by, judgements, statistics (names), labels, and points: one object per checkpoint with "
+                    "judgements, pair_votes, units (response pairs with a vote) and each statistic (null where "
+                    "undefined); count checkpoints carry `at` (submission time of the last judgement), day / week "
+                    "ones `period`."
+                ),
+            ),
+            400: OpenApiResponse(description="A query parameter is out of range; the body names it."),
+            403: OpenApiResponse(description="Not a manager of this project."),
+            404: OpenApiResponse(description="No such project, or you are not a member."),
+        },
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        incoming = TrendQuerySerializer(data=request.query_params)
+        incoming.is_valid(raise_exception=True)
+        return Response(agreement_trend(project=self.project, **incoming.validated_data))

@@ -1,7 +1,10 @@
-"""Serializers of API v1: explicit fields only, so that no model field leaks by accident.
+"""Serializers of the annotation API: explicit fields only, so that no model field leaks by accident.
 
-Validation of project settings mirrors the database's check constraints, so that a bad
-PATCH answers 400 with the field named instead of a 500 from an IntegrityError.
+Project settings are bounded as the database's check constraints are (the bounds come from
+``annotation.project_services``, which the settings form reads too), so that a bad PATCH
+answers 400 with the field named instead of a 500 from an IntegrityError. The rules that
+need the stored project (kind and K against existing tasks, who is a member, a project
+keeps a manager) are the services' and reach the client through the views.
 """
 
 from __future__ import annotations
@@ -10,15 +13,11 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.plumbing import build_choice_description_list
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotation.importers import FORMATS, format_options
 from annotation.models import (
-    MAX_RESPONSES_PER_TASK,
     Assignment,
     AssignmentState,
     ImportJob,
@@ -33,18 +32,12 @@ from annotation.models import (
     Task,
     TaskState,
 )
+from annotation.project_services import setting_bounds
+from arpad.api.serializers import MessagesField, NamedChoiceField
 
 # Columns the database stores as 32-bit integers; larger values would be a 500 on PostgreSQL.
 _INT32_MAX = 2**31 - 1
 
-_MESSAGES_SCHEMA = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
-        "required": ["role", "content"],
-    },
-}
 _TIERS_SCHEMA = {
     "type": "array",
     "items": {"type": "array", "items": {"type": "integer"}},
@@ -53,48 +46,9 @@ _TIERS_SCHEMA = {
 }
 
 
-@extend_schema_field(_MESSAGES_SCHEMA)
-class MessagesField(serializers.JSONField):
-    """A conversation, passed through as stored (``[{role, content}, ...]``)."""
-
-
 @extend_schema_field(_TIERS_SCHEMA)
 class TiersField(serializers.JSONField):
     """Shape and content are checked by the queue service, so all ranking errors share one code."""
-
-
-class NamedChoiceField(serializers.ChoiceField):
-    """A choice field whose enum is a schema component with a name of our choosing.
-
-    Tasks, assignments and import jobs each have a ``state`` with its own choices; left to
-    itself, drf-spectacular cannot name the three enums apart and warns.
-    """
-
-    def __init__(self, *, enum_name: str, **kwargs: Any) -> None:
-        self.enum_name = enum_name
-        super().__init__(**kwargs)
-
-
-class NamedChoiceFieldExtension(OpenApiSerializerFieldExtension):
-    target_class = NamedChoiceField
-
-    def get_name(self) -> str:
-        return self.target.enum_name
-
-    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
-        return {
-            "type": "string",
-            "enum": list(self.target.choices),
-            "description": build_choice_description_list(self.target.choices.items()),
-        }
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The body of a refusal from the work queue (400, 403, 409)."""
-
-    detail = serializers.CharField()
-    code = serializers.CharField(help_text="invalid, invalid_ranking, not_allowed, lease_lost or already_finished")
-    field = serializers.CharField(allow_null=True, help_text="The request field at fault, if any.")
 
 
 # --- auth -----------------------------------------------------------------------------------
@@ -108,7 +62,7 @@ class TokenSerializer(serializers.Serializer):
 
 
 class ProjectProgressSerializer(serializers.Serializer):
-    """Counts annotated onto the project queryset (see ``views.projects_for``)."""
+    """Counts annotated onto the project queryset (see ``views.projects_with_progress``)."""
 
     tasks = serializers.IntegerField(source="n_tasks", read_only=True)
     tasks_open = serializers.IntegerField(source="n_tasks_open", read_only=True)
@@ -124,11 +78,11 @@ class ProjectSerializer(serializers.ModelSerializer):
     progress = ProjectProgressSerializer(source="*", read_only=True)
     kind = serializers.ChoiceField(choices=ProjectKind.choices, required=False)
     responses_per_task = serializers.IntegerField(
-        min_value=2, max_value=MAX_RESPONSES_PER_TASK, required=False, help_text="K; always 2 for pairwise projects."
+        **setting_bounds("responses_per_task"), required=False, help_text="K; always 2 for pairwise projects."
     )
-    annotations_per_task = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    lease_seconds = serializers.IntegerField(min_value=30, max_value=_INT32_MAX, required=False)
-    agreement_threshold = serializers.FloatField(min_value=0.5, max_value=1.0, required=False)
+    annotations_per_task = serializers.IntegerField(**setting_bounds("annotations_per_task"), required=False)
+    lease_seconds = serializers.IntegerField(**setting_bounds("lease_seconds"), required=False)
+    agreement_threshold = serializers.FloatField(**setting_bounds("agreement_threshold"), required=False)
 
     class Meta:
         model = Project
@@ -150,29 +104,6 @@ class ProjectSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        instance: Project | None = self.instance
-        kind = attrs.get("kind", instance.kind if instance else ProjectKind.PAIRWISE)
-        k = attrs.get("responses_per_task", instance.responses_per_task if instance else 2)
-        if kind == ProjectKind.PAIRWISE and k != 2:
-            raise serializers.ValidationError({"responses_per_task": "A pairwise project has exactly 2 responses."})
-        if instance is not None and ("kind" in attrs or "responses_per_task" in attrs):
-            self._check_existing_tasks(instance, kind=kind, k=k)
-        return attrs
-
-    @staticmethod
-    def _check_existing_tasks(project: Project, *, kind: str, k: int) -> None:
-        # Tasks already imported keep their responses: the settings may not contradict them.
-        widest = project.tasks.order_by("-num_responses").values_list("num_responses", flat=True).first()
-        if widest is None:
-            return
-        if kind != project.kind:
-            raise serializers.ValidationError({"kind": "The kind cannot change once the project has tasks."})
-        if k < widest:
-            raise serializers.ValidationError(
-                {"responses_per_task": f"The project already has tasks with {widest} responses."}
-            )
-
 
 # --- members --------------------------------------------------------------------------------
 
@@ -188,17 +119,8 @@ class MembershipSerializer(serializers.ModelSerializer):
 
 
 class MembershipCreateSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
+    username = serializers.CharField(max_length=150, help_text="An active user; they must not be a member yet.")
     role = serializers.ChoiceField(choices=Role.choices, default=Role.ANNOTATOR)
-
-    def validate_username(self, value: str) -> Any:
-        user = get_user_model().objects.filter(username=value, is_active=True).first()
-        if user is None:
-            raise serializers.ValidationError("No active user has this username.")
-        project: Project = self.context["project"]
-        if Membership.objects.filter(project=project, user=user).exists():
-            raise serializers.ValidationError("This user is already a member of the project.")
-        return user
 
 
 class MembershipUpdateSerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""API v1 routes, mounted at /api/v1/. The URL shapes are a contract with the UI and the benchmark."""
+"""Annotation routes, mounted at /api/v1/ by ``arpad.urls``. The URL shapes are a contract with the UI and the benchmark."""
 
 from django.urls import path
 
@@ -19,45 +19,9 @@ urlpatterns = [
     path("assignments/<int:assignment_id>/submit/", views.SubmitView.as_view(), name="api-submit"),
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="api-skip"),
     path("projects/<int:project_id>/agreement/", report_views.AgreementReportView.as_view(), name="api-agreement"),
-]
-
-# Export snapshots (the exports app); kept apart so that this block can be appended alone.
-from annotation.api import export_views  # noqa: E402
-
-urlpatterns += [
-    path("projects/<int:project_id>/exports/", export_views.ExportListView.as_view(), name="api-exports"),
-    path(
-        "projects/<int:project_id>/exports/<int:export_id>/", export_views.ExportDetailView.as_view(), name="api-export"
-    ),
-    path(
-        "projects/<int:project_id>/exports/<int:export_id>/files/<path:name>",
-        export_views.ExportFileView.as_view(),
-        name="api-export-file",
-    ),
-    path(
-        "projects/<int:project_id>/exports/<int:export_id>/cancel/",
-        export_views.ExportCancelView.as_view(),
-        name="api-export-cancel",
-    ),
-]
-
-# Reward-model runs, versions and scoring (the rewardmodel app).
-from django.urls import include  # noqa: E402
-
-urlpatterns += [path("", include("rewardmodel.api.urls"))]
-
-# Dashboard data: agreement trend and the export threshold preview (annotation/api/dashboard_views.py).
-from annotation.api import dashboard_views  # noqa: E402
-
-urlpatterns += [
     path(
         "projects/<int:project_id>/agreement/trend/",
-        dashboard_views.TrendView.as_view(),
+        report_views.TrendView.as_view(),
         name="api-agreement-trend",
-    ),
-    path(
-        "projects/<int:project_id>/exports/preview/",
-        dashboard_views.ExportPreviewView.as_view(),
-        name="api-export-preview",
     ),
 ]

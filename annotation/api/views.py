@@ -1,4 +1,5 @@
-"""API v1 views. Short on purpose: the queue's rules live in ``annotation.services``.
+"""API v1 views of the annotation app. Short on purpose: the queue's rules live in
+``annotation.services``, the project and membership rules in ``annotation.project_services``.
 
 Every queryset starts from what the caller may see (``visible_to``, or the project the
 permission check already resolved for them), so a forgotten filter cannot leak rows.
@@ -6,11 +7,10 @@ permission check already resolved for them), so a forgotten filter cannot leak r
 
 from __future__ import annotations
 
-import logging
-from functools import cached_property, partial
+from functools import partial
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -28,14 +28,8 @@ from rest_framework.views import APIView
 
 from annotation import queue_sql
 from annotation.api import serializers as s
-from annotation.api.permissions import (
-    CanCreateProjects,
-    IsProjectManager,
-    IsProjectManagerOrReadOnly,
-    IsProjectMember,
-    project_for_caller,
-)
-from annotation.import_jobs import import_job_create, import_job_fail
+from annotation.import_enqueue import enqueue_import
+from annotation.import_jobs import import_job_create
 from annotation.models import (
     Assignment,
     ImportJob,
@@ -46,40 +40,40 @@ from annotation.models import (
     Task,
     TaskState,
 )
+from annotation.project_services import (
+    ProjectRefused,
+    membership_add,
+    membership_remove,
+    membership_set_role,
+    project_create,
+    project_update,
+)
 from annotation.services import QueueError, assignment_claim_next, assignment_skip, judgement_submit
-from annotation.tasks import run_import_job
-
-logger = logging.getLogger(__name__)
+from arpad.api.permissions import CanCreateProjects, IsProjectManager, IsProjectManagerOrReadOnly, IsProjectMember
+from arpad.api.serializers import ErrorSerializer
+from arpad.api.views import ProjectScopedMixin, RefusalMixin
 
 _QUEUE_ERRORS = {
-    400: OpenApiResponse(s.ErrorSerializer, description="Refused: code invalid or invalid_ranking, with field."),
-    403: OpenApiResponse(s.ErrorSerializer, description="Refused: code not_allowed."),
+    400: OpenApiResponse(ErrorSerializer, description="Refused: code invalid or invalid_ranking, with field."),
+    403: OpenApiResponse(ErrorSerializer, description="Refused: code not_allowed."),
     404: OpenApiResponse(description="Not your assignment."),
-    409: OpenApiResponse(s.ErrorSerializer, description="Refused: code lease_lost or already_finished."),
+    409: OpenApiResponse(ErrorSerializer, description="Refused: code lease_lost or already_finished."),
 }
 
 
-class QueueErrorMixin:
+class QueueErrorMixin(RefusalMixin):
     """Answers the queue services' refusals as ``{detail, code, field}`` with their status."""
 
+    refusals = (QueueError,)
+
+
+class ProjectRulesMixin:
+    """Answers the project services' refusals as a 400 by field, like a serializer's own errors."""
+
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, QueueError):
-            return Response({"detail": exc.message, "code": exc.code, "field": exc.field}, status=exc.status)
+        if isinstance(exc, ProjectRefused):
+            exc = serializers.ValidationError(exc.errors)
         return super().handle_exception(exc)  # type: ignore[misc]
-
-
-class ProjectScopedMixin:
-    """For views under ``/projects/{project_id}/``: the project, resolved once per request."""
-
-    kwargs: dict[str, Any]
-    request: Request
-
-    @cached_property
-    def project(self) -> Project:
-        return project_for_caller(self.request.user, self.kwargs["project_id"])
-
-    def is_schema_request(self) -> bool:
-        return getattr(self, "swagger_fake_view", False)
 
 
 def projects_with_progress(user: Any) -> QuerySet[Project]:
@@ -121,7 +115,7 @@ class TokenView(ObtainAuthToken):
 # --- projects -------------------------------------------------------------------------------
 
 
-class ProjectListView(generics.ListCreateAPIView):
+class ProjectListView(ProjectRulesMixin, generics.ListCreateAPIView):
     """Your projects, with your role and progress. Staff (or ``annotation.add_project``) create them."""
 
     serializer_class = s.ProjectSerializer
@@ -133,14 +127,12 @@ class ProjectListView(generics.ListCreateAPIView):
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            project = serializer.save(created_by=request.user)
-            Membership.objects.create(project=project, user=request.user, role=Role.MANAGER)
+        project = project_create(created_by=request.user, settings=serializer.validated_data)
         data = self.get_serializer(self.get_queryset().get(pk=project.pk)).data
         return Response(data, status=status.HTTP_201_CREATED)
 
 
-class ProjectDetailView(ProjectScopedMixin, generics.RetrieveUpdateDestroyAPIView):
+class ProjectDetailView(ProjectRulesMixin, ProjectScopedMixin, generics.RetrieveUpdateDestroyAPIView):
     """A project: every member reads it; managers change or delete it."""
 
     serializer_class = s.ProjectSerializer
@@ -156,7 +148,7 @@ class ProjectDetailView(ProjectScopedMixin, generics.RetrieveUpdateDestroyAPIVie
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(self.project, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        serializer.save()
+        project_update(project=self.project, changes=serializer.validated_data)
         return Response(self.get_serializer(self.get_object()).data)
 
     def perform_destroy(self, instance: Project) -> None:
@@ -166,7 +158,7 @@ class ProjectDetailView(ProjectScopedMixin, generics.RetrieveUpdateDestroyAPIVie
 # --- members --------------------------------------------------------------------------------
 
 
-class MemberListView(ProjectScopedMixin, generics.ListCreateAPIView):
+class MemberListView(ProjectRulesMixin, ProjectScopedMixin, generics.ListCreateAPIView):
     """The project's members (managers only); add an existing user by username."""
 
     # Annotators get 403: who else works on the project is none of their business.
@@ -181,20 +173,13 @@ class MemberListView(ProjectScopedMixin, generics.ListCreateAPIView):
 
     @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        incoming = s.MembershipCreateSerializer(data=request.data, context={"project": self.project})
+        incoming = s.MembershipCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        try:
-            with transaction.atomic():
-                membership = Membership.objects.create(
-                    project=self.project, user=incoming.validated_data["username"], role=incoming.validated_data["role"]
-                )
-        except IntegrityError:
-            # Added by a concurrent request between the check and the insert.
-            raise serializers.ValidationError({"username": ["This user is already a member of the project."]})
+        membership = membership_add(project=self.project, **incoming.validated_data)
         return Response(s.MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
-class MemberDetailView(ProjectScopedMixin, generics.GenericAPIView):
+class MemberDetailView(ProjectRulesMixin, ProjectScopedMixin, generics.GenericAPIView):
     """Change a member's role or remove them (managers only); a project keeps at least one manager."""
 
     serializer_class = s.MembershipSerializer
@@ -212,38 +197,21 @@ class MemberDetailView(ProjectScopedMixin, generics.GenericAPIView):
     def patch(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         incoming = s.MembershipUpdateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        with transaction.atomic():
-            membership = self._locked_membership()
-            role = incoming.validated_data["role"]
-            if role != Role.MANAGER:
-                self._keep_a_manager(membership, field="role")
-            membership.role = role
-            membership.save(update_fields=["role"])
+        try:
+            membership = membership_set_role(
+                project=self.project, user_id=self.kwargs["user_id"], role=incoming.validated_data["role"]
+            )
+        except Membership.DoesNotExist:
+            raise Http404("No such member.") from None
         return Response(s.MembershipSerializer(membership).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        with transaction.atomic():
-            membership = self._locked_membership()
-            self._keep_a_manager(membership, field="user_id")
-            membership.delete()
+        try:
+            membership_remove(project=self.project, user_id=self.kwargs["user_id"])
+        except Membership.DoesNotExist:
+            raise Http404("No such member.") from None
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-    def _locked_membership(self) -> Membership:
-        # Membership changes of one project queue on the project row, so that two managers
-        # demoting each other at the same moment cannot leave the project without one.
-        list(Project.objects.select_for_update().filter(pk=self.project.pk).values_list("pk", flat=True))
-        return self.get_object()
-
-    @staticmethod
-    def _keep_a_manager(membership: Membership, *, field: str) -> None:
-        if membership.role != Role.MANAGER:
-            return
-        others = Membership.objects.filter(project_id=membership.project_id, role=Role.MANAGER).exclude(
-            pk=membership.pk
-        )
-        if not others.exists():
-            raise serializers.ValidationError({field: ["A project must keep at least one manager."]})
 
 
 # --- work queue -----------------------------------------------------------------------------
@@ -264,7 +232,7 @@ class ClaimView(QueueErrorMixin, ProjectScopedMixin, APIView):
         responses={
             200: s.ClaimSerializer,
             204: OpenApiResponse(description="No work left for you in this project."),
-            403: OpenApiResponse(s.ErrorSerializer),
+            403: OpenApiResponse(ErrorSerializer),
         },
     )
     def post(self, request: Request, project_id: int) -> Response:
@@ -425,16 +393,6 @@ class JudgementListView(ProjectScopedMixin, generics.ListAPIView):
 
 
 # --- imports --------------------------------------------------------------------------------
-
-
-def enqueue_import(job_id: int) -> None:
-    """Send the job to a worker; if the broker is unreachable, say so on the job."""
-    try:
-        run_import_job.delay(job_id=job_id)
-    except Exception as exc:
-        logger.exception("could not queue import job %s", job_id)
-        message = f"could not reach the task queue ({type(exc).__name__}); upload the file again later"
-        import_job_fail(job_id=job_id, errors=[{"file": None, "line": None, "field": None, "message": message}])
 
 
 class ImportListView(ProjectScopedMixin, generics.ListCreateAPIView):

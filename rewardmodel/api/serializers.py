@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from annotation.api.serializers import MessagesField, NamedChoiceField
+from arpad.api.serializers import MessagesField, NamedChoiceField
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
 
 

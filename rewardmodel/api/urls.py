@@ -1,4 +1,4 @@
-"""Reward-model routes, mounted at /api/v1/ by ``annotation.api.urls``."""
+"""Reward-model routes, mounted at /api/v1/ by ``arpad.urls``."""
 
 from django.urls import path
 

@@ -19,9 +19,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.permissions import IsProjectManager
-from annotation.api.serializers import ErrorSerializer
-from annotation.api.views import ProjectScopedMixin
+from arpad.api.permissions import IsProjectManager
+from arpad.api.serializers import ErrorSerializer
+from arpad.api.views import ProjectScopedMixin, RefusalMixin
 from exports.models import ExportSnapshot, ExportState
 from rewardmodel import conf
 from rewardmodel.api import serializers as s
@@ -42,13 +42,10 @@ _ERRORS = {
 }
 
 
-class ServiceErrorMixin:
+class ServiceErrorMixin(RefusalMixin):
     """Answers a :class:`RewardModelError` as ``{detail, code, field}`` with its status."""
 
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, RewardModelError):
-            return Response({"detail": exc.message, "code": exc.code, "field": exc.field}, status=exc.status)
-        return super().handle_exception(exc)  # type: ignore[misc]
+    refusals = (RewardModelError,)
 
 
 class ManagerScoped(ServiceErrorMixin, ProjectScopedMixin):

@@ -126,9 +126,8 @@ def _ids(params):
 @pytest.mark.django_db
 class TestPersonaMatrix:
     @pytest.fixture(autouse=True)
-    def _artifacts(self, settings, tmp_path, monkeypatch):
+    def _artifacts(self, settings, tmp_path, job_messages):
         settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-        monkeypatch.setattr(views.run_import_job, "delay", lambda **kwargs: None)
         UserFactory(username="newcomer")
 
     @pytest.mark.parametrize(("method", "template", "body", "_"), EVERY_ENDPOINT, ids=_ids(EVERY_ENDPOINT))

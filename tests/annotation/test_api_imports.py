@@ -11,7 +11,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from annotation import import_jobs
-from annotation.api import views
+from annotation.import_enqueue import enqueue_import
 from annotation.import_jobs import import_job_run
 from annotation.models import ImportJob, ImportJobState, Prompt, Task
 from annotation.tasks import run_import_job
@@ -141,7 +141,7 @@ class TestUpload:
 
         monkeypatch.setattr(run_import_job, "delay", broker_down)
         response = upload(client_for(manager), project, jsonl(GOOD))
-        views.enqueue_import(response.json()["id"])
+        enqueue_import(response.json()["id"])
         job = ImportJob.objects.get()
         assert job.state == ImportJobState.FAILED
         assert "task queue" in job.errors[0]["message"]

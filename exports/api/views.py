@@ -5,12 +5,19 @@
 ``GET .../exports/{export_id}/files/{name}`` streams one of its files as an attachment,
 and ``POST .../exports/{export_id}/cancel/`` cancels a queued or running one (a running
 worker stops at its next chunk; 409 when the snapshot had already finished).
+
+``GET /projects/{id}/exports/preview/?tie_policy=&weighting=&min_reliability=&exclude_annotators=``
+answers :func:`annotation.project_preview.project_preview`: how many response pairs an
+export with these settings would keep at each majority threshold (0.5 .. 1 by 0.025) and
+each minimum vote count, before any snapshot is made. The settings are resolved exactly as
+a snapshot's (``exports.services.export_params_resolve``), so a name that has not judged
+here is a 400.
+
 Outsiders get 404 (the project does not exist for them), annotators 403.
 """
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,142 +27,33 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.aggregate import TIE_POLICIES, WEIGHTINGS
-from annotation.api.permissions import IsProjectManager
-from annotation.api.serializers import ErrorSerializer, NamedChoiceField
-from annotation.api.views import ProjectScopedMixin
-from exports.models import ExportSnapshot, ExportState
-from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS, InvalidParams
-from exports.services import (
-    export_snapshot_cancel,
-    export_snapshot_create,
-    export_snapshot_fail,
-    snapshot_directory,
+from annotation.project_preview import project_preview
+from arpad.api.permissions import IsProjectManager
+from arpad.api.serializers import ErrorSerializer
+from arpad.api.views import ProjectScopedMixin, refusal_response
+from exports.api.serializers import (
+    ExportCreateSerializer,
+    ExportSnapshotDetailSerializer,
+    ExportSnapshotSerializer,
+    PreviewQuerySerializer,
 )
-from exports.tasks import run_export_snapshot
-
-logger = logging.getLogger(__name__)
+from exports.enqueue import enqueue_export
+from exports.models import ExportSnapshot
+from exports.params import InvalidParams
+from exports.services import export_params_resolve, export_snapshot_cancel, export_snapshot_create, snapshot_directory
 
 _CONTENT_TYPES = {
     ".jsonl": "application/x-ndjson",
     ".json": "application/json",
     ".parquet": "application/vnd.apache.parquet",
 }
-
-
-# --- serializers ----------------------------------------------------------------------------
-
-
-class ExportCreateSerializer(serializers.Serializer):
-    """Parameters of a new snapshot; every one is optional (see exports.params.ExportParams)."""
-
-    threshold = serializers.FloatField(
-        required=False,
-        min_value=0.5,
-        max_value=1.0,
-        help_text="Vote share a pair's winner needs (default: the project's).",
-    )
-    min_votes = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
-    tie_policy = serializers.ChoiceField(choices=TIE_POLICIES, required=False)
-    weighting = serializers.ChoiceField(choices=WEIGHTINGS, required=False)
-    min_reliability = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    exclude_annotators = serializers.ListField(
-        child=serializers.CharField(max_length=150), required=False, max_length=1000, help_text="Usernames."
-    )
-    validation_fraction = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    split_seed = serializers.CharField(required=False, max_length=200, allow_blank=True)
-    batch_pairs = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BATCH_PAIRS)
-    pair_weight = serializers.ChoiceField(choices=PAIR_WEIGHTS, required=False)
-
-
-class ExportFileSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    url = serializers.CharField()
-    bytes = serializers.IntegerField(allow_null=True)
-    sha256 = serializers.CharField(allow_null=True)
-    rows = serializers.IntegerField(allow_null=True)
-
-
-class ExportErrorSerializer(serializers.Serializer):
-    message = serializers.CharField()
-
-
-class ExportSnapshotSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
-    state = NamedChoiceField(enum_name="ExportStateEnum", choices=ExportState.choices, read_only=True)
-    params = serializers.DictField(read_only=True)
-    counts = serializers.DictField(read_only=True)
-    errors = ExportErrorSerializer(many=True, read_only=True)
-    files = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ExportSnapshot
-        fields = [
-            "id",
-            "state",
-            "progress",
-            "params",
-            "counts",
-            "content_hash",
-            "source_judgements",
-            "source_max_judgement_id",
-            "errors",
-            "attempts",
-            "files",
-            "created_by",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(ExportFileSerializer(many=True))
-    def get_files(self, snapshot: ExportSnapshot) -> list[dict[str, Any]]:
-        listed = snapshot.manifest.get("files", {})
-        base = f"/api/v1/projects/{snapshot.project_id}/exports/{snapshot.pk}/files/"
-        request = self.context.get("request")
-        out = []
-        for name in snapshot.file_names:
-            info = listed.get(name, {})
-            url = base + name
-            out.append(
-                {
-                    "name": name,
-                    "url": request.build_absolute_uri(url) if request is not None else url,
-                    "bytes": info.get("bytes"),
-                    "sha256": info.get("sha256"),
-                    "rows": info.get("rows"),
-                }
-            )
-        return out
-
-
-class ExportSnapshotDetailSerializer(ExportSnapshotSerializer):
-    manifest = serializers.DictField(read_only=True, help_text="manifest.json of a finished snapshot; {} before.")
-
-    class Meta(ExportSnapshotSerializer.Meta):
-        fields = [*ExportSnapshotSerializer.Meta.fields, "manifest"]
-        read_only_fields = fields
-
-
-# --- views ----------------------------------------------------------------------------------
-
-
-def enqueue_export(snapshot_id: int) -> None:
-    """Send the snapshot to a worker; if the broker is unreachable, say so on the snapshot."""
-    try:
-        run_export_snapshot.delay(snapshot_id=snapshot_id)
-    except Exception as exc:
-        logger.exception("could not queue export snapshot %s", snapshot_id)
-        message = f"could not reach the task queue ({type(exc).__name__}); create the export again later"
-        export_snapshot_fail(snapshot_id=snapshot_id, errors=[{"message": message}])
 
 
 class ExportListView(ProjectScopedMixin, generics.ListCreateAPIView):
@@ -220,9 +118,8 @@ class ExportFileView(ProjectScopedMixin, APIView):
         snapshot = get_object_or_404(ExportSnapshot.objects.filter(project=self.project), pk=export_id)
         directory = snapshot_directory(snapshot)
         if directory is None:
-            return Response(
-                {"detail": f"This export is {snapshot.state}: it has no files.", "code": "not_ready", "field": None},
-                status=status.HTTP_409_CONFLICT,
+            return refusal_response(
+                f"This export is {snapshot.state}: it has no files.", code="not_ready", status=status.HTTP_409_CONFLICT
             )
         # Only names the manifest lists: a name never becomes a path by itself.
         if name not in snapshot.file_names:
@@ -258,14 +155,54 @@ class ExportCancelView(ProjectScopedMixin, APIView):
         snapshot = get_object_or_404(ExportSnapshot.objects.filter(project=self.project), pk=export_id)
         if not export_snapshot_cancel(snapshot_id=snapshot.pk, user=request.user):
             snapshot.refresh_from_db()
-            return Response(
-                {
-                    "detail": f"This export is {snapshot.state}: it can no longer be cancelled.",
-                    "code": "already_finished",
-                    "field": None,
-                },
+            return refusal_response(
+                f"This export is {snapshot.state}: it can no longer be cancelled.",
+                code="already_finished",
                 status=status.HTTP_409_CONFLICT,
             )
         snapshot.refresh_from_db()
         context = {"request": request, "view": self}
         return Response(ExportSnapshotSerializer(snapshot, context=context).data, status=status.HTTP_200_OK)
+
+
+class ExportPreviewView(ProjectScopedMixin, APIView):
+    """Pairs an export would keep at each threshold and minimum vote count (managers only)."""
+
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    @extend_schema(
+        parameters=[PreviewQuerySerializer],
+        responses={
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description=(
+                    "thresholds (0.5 .. 1); curves: [{min_votes, kept: one count per threshold}]; units (pairs with "
+                    "a vote); never (pairs no setting keeps, by reason); counted_histogram; excluded_raters."
+                ),
+            ),
+            400: OpenApiResponse(description="A parameter is invalid; the body names it."),
+            403: OpenApiResponse(description="Not a manager of this project."),
+            404: OpenApiResponse(description="No such project, or you are not a member."),
+        },
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        query: dict[str, Any] = {key: request.query_params.get(key) for key in request.query_params}
+        if "exclude_annotators" in request.query_params:
+            query["exclude_annotators"] = request.query_params.getlist("exclude_annotators")
+        incoming = PreviewQuerySerializer(data=query)
+        incoming.is_valid(raise_exception=True)
+        params = dict(incoming.validated_data)
+        depth = params.pop("max_min_votes", None)
+        extra = (params.pop("threshold"),) if "threshold" in params else ()
+        try:
+            config = export_params_resolve(project=self.project, params=params).majority_config()
+        except InvalidParams as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]})
+        preview = project_preview(self.project, config, depth, extra)
+        preview["parameters"] = {
+            "tie_policy": config.tie_policy,
+            "weighting": config.weighting,
+            "min_reliability": config.min_reliability,
+            "exclude_annotators": list(config.exclude_raters),
+        }
+        return Response(preview)

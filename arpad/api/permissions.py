@@ -1,4 +1,4 @@
-"""Who may do what in the API.
+"""Who may do what in the API, for every app's endpoints.
 
 Two rules. A project the caller does not belong to does not exist for them: every
 lookup goes through ``Project.objects.visible_to`` and answers 404, so an outsider
@@ -20,6 +20,7 @@ from rest_framework.request import Request
 
 from annotation import queue_sql
 from annotation.models import Project, Role
+from annotation.project_services import can_create_projects
 
 
 def project_for_caller(user: Any, project_id: Any) -> Project:
@@ -34,10 +35,6 @@ def project_for_caller(user: Any, project_id: Any) -> Project:
     if project is None:
         raise Http404("No such project.")
     return project
-
-
-def can_create_projects(user: Any) -> bool:
-    return bool(user.is_authenticated and (user.is_staff or user.has_perm("annotation.add_project")))
 
 
 class IsProjectMember(BasePermission):

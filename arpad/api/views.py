@@ -1,0 +1,51 @@
+"""View pieces every app's API uses: the URL's project, and services' refusals as responses."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotation.models import Project
+from arpad.api.permissions import project_for_caller
+
+
+class ProjectScopedMixin:
+    """For views under ``/projects/{project_id}/``: the project, resolved once per request.
+
+    ``self.project`` carries the caller's role (``caller_role``) for the permission classes
+    of :mod:`arpad.api.permissions`; an outsider gets 404 on first access.
+    """
+
+    kwargs: dict[str, Any]
+    request: Request
+
+    @cached_property
+    def project(self) -> Project:
+        return project_for_caller(self.request.user, self.kwargs["project_id"])
+
+    def is_schema_request(self) -> bool:
+        return getattr(self, "swagger_fake_view", False)
+
+
+def refusal_response(detail: str, *, code: str, status: int, field: str | None = None) -> Response:
+    """A refusal as every app's API answers it: ``{detail, code, field}`` (``ErrorSerializer``)."""
+    return Response({"detail": detail, "code": code, "field": field}, status=status)
+
+
+class RefusalMixin:
+    """Answers the services' refusals, the exception classes in ``refusals``, with ``refusal_response``.
+
+    A refusal carries ``message``, ``code``, ``field`` and ``status``, as
+    ``annotation.services.QueueError`` and ``rewardmodel.services.RewardModelError`` do.
+    """
+
+    refusals: tuple[type[Exception], ...] = ()
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, self.refusals):
+            refusal: Any = exc
+            return refusal_response(refusal.message, code=refusal.code, field=refusal.field, status=refusal.status)
+        return super().handle_exception(exc)  # type: ignore[misc]

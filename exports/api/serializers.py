@@ -1,0 +1,132 @@
+"""Serializers of the export API: explicit fields only, so that no model field leaks by accident."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from annotation.aggregate import TIE_POLICIES, WEIGHTINGS
+from annotation.project_preview import MAX_PREVIEW_CURVES
+from arpad.api.serializers import NamedChoiceField
+from exports.models import ExportSnapshot, ExportState
+from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS
+
+
+class ExportCreateSerializer(serializers.Serializer):
+    """Parameters of a new snapshot; every one is optional (see exports.params.ExportParams)."""
+
+    threshold = serializers.FloatField(
+        required=False,
+        min_value=0.5,
+        max_value=1.0,
+        help_text="Vote share a pair's winner needs (default: the project's).",
+    )
+    min_votes = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
+    tie_policy = serializers.ChoiceField(choices=TIE_POLICIES, required=False)
+    weighting = serializers.ChoiceField(choices=WEIGHTINGS, required=False)
+    min_reliability = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    exclude_annotators = serializers.ListField(
+        child=serializers.CharField(max_length=150), required=False, max_length=1000, help_text="Usernames."
+    )
+    validation_fraction = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    split_seed = serializers.CharField(required=False, max_length=200, allow_blank=True)
+    batch_pairs = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BATCH_PAIRS)
+    pair_weight = serializers.ChoiceField(choices=PAIR_WEIGHTS, required=False)
+
+
+class ExportFileSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    url = serializers.CharField()
+    bytes = serializers.IntegerField(allow_null=True)
+    sha256 = serializers.CharField(allow_null=True)
+    rows = serializers.IntegerField(allow_null=True)
+
+
+class ExportErrorSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
+class ExportSnapshotSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    state = NamedChoiceField(enum_name="ExportStateEnum", choices=ExportState.choices, read_only=True)
+    params = serializers.DictField(read_only=True)
+    counts = serializers.DictField(read_only=True)
+    errors = ExportErrorSerializer(many=True, read_only=True)
+    files = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ExportSnapshot
+        fields = [
+            "id",
+            "state",
+            "progress",
+            "params",
+            "counts",
+            "content_hash",
+            "source_judgements",
+            "source_max_judgement_id",
+            "errors",
+            "attempts",
+            "files",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ExportFileSerializer(many=True))
+    def get_files(self, snapshot: ExportSnapshot) -> list[dict[str, Any]]:
+        listed = snapshot.manifest.get("files", {})
+        base = f"/api/v1/projects/{snapshot.project_id}/exports/{snapshot.pk}/files/"
+        request = self.context.get("request")
+        out = []
+        for name in snapshot.file_names:
+            info = listed.get(name, {})
+            url = base + name
+            out.append(
+                {
+                    "name": name,
+                    "url": request.build_absolute_uri(url) if request is not None else url,
+                    "bytes": info.get("bytes"),
+                    "sha256": info.get("sha256"),
+                    "rows": info.get("rows"),
+                }
+            )
+        return out
+
+
+class ExportSnapshotDetailSerializer(ExportSnapshotSerializer):
+    manifest = serializers.DictField(read_only=True, help_text="manifest.json of a finished snapshot; {} before.")
+
+    class Meta(ExportSnapshotSerializer.Meta):
+        fields = [*ExportSnapshotSerializer.Meta.fields, "manifest"]
+        read_only_fields = fields
+
+
+class PreviewQuerySerializer(serializers.Serializer):
+    threshold = serializers.FloatField(
+        required=False,
+        min_value=0.5,
+        max_value=1.0,
+        help_text="A threshold to add to the grid (0.5 .. 1 by 0.025), so that its count is exact.",
+    )
+    tie_policy = serializers.ChoiceField(choices=TIE_POLICIES, required=False)
+    weighting = serializers.ChoiceField(choices=WEIGHTINGS, required=False)
+    min_reliability = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    exclude_annotators = serializers.ListField(
+        child=serializers.CharField(max_length=150),
+        required=False,
+        max_length=1000,
+        help_text="Usernames; repeat the parameter for several.",
+    )
+    max_min_votes = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_PREVIEW_CURVES,
+        help_text=(
+            "Curves for min_votes 1..this (default: the project's overlap or the most votes on a pair, at most 10)."
+        ),
+    )
