@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from annotation.models import Assignment, ImportJob, Judgement, Membership, Project, Prompt, Task
+from jobs.admin import JOB_LIST_DISPLAY, JOB_READONLY_FIELDS
 
 
 class MembershipInline(admin.TabularInline):
@@ -46,5 +47,6 @@ class JudgementAdmin(admin.ModelAdmin):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "format", "file_name", "state", "created_at", "finished_at"]
+    list_display = [*JOB_LIST_DISPLAY, "format", "file_name"]
     list_filter = ["state", "format"]
+    readonly_fields = [*JOB_READONLY_FIELDS, "summary"]

@@ -1,15 +1,16 @@
 from django.contrib import admin
 
+from jobs.admin import JOB_LIST_DISPLAY, JOB_READONLY_FIELDS
 from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion
 
 
 @admin.register(RewardModelRun)
 class RewardModelRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "state", "progress", "attempts", "worker_id", "heartbeat_at", "created_at"]
+    list_display = JOB_LIST_DISPLAY
     list_filter = ["state", "trigger"]
-    raw_id_fields = ["project", "snapshot", "parent_version", "created_by"]
+    raw_id_fields = ["project", "snapshot", "parent_version", "created_by", "cancelled_by"]
     # The worker owns these; editing them by hand would fight it.
-    readonly_fields = ["metrics_history", "log_tail", "metrics", "info", "heartbeat_at", "worker_id", "step"]
+    readonly_fields = [*JOB_READONLY_FIELDS, "metrics", "info", "resumed_from_step"]
 
 
 @admin.register(RewardModelVersion)

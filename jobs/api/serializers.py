@@ -1,8 +1,9 @@
 """The one serializer shape of every job kind; each kind's API adds its own fields to it.
 
 ``JobSerializer`` is the lifecycle's part (state, progress, attempts, error, log, ...)
-and the links to the job's generic endpoints; a kind's serializer subclasses it and
-extends ``Meta.fields`` with ``JOB_FIELDS``.
+and the links to the job's generic endpoints. A kind's own ``ModelSerializer`` puts
+``JOB_FIELDS`` in its ``Meta.fields`` and takes the declared fields by subclassing
+``JobSerializer`` alongside, so every kind answers with the same lifecycle shape.
 """
 
 from __future__ import annotations
@@ -51,18 +52,28 @@ class JobLinksSerializer(serializers.Serializer):
     cancel = serializers.CharField()
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(serializers.Serializer):
+    """Read-only, declared field by field: it serves every kind's model."""
+
+    id = serializers.IntegerField(read_only=True)
     kind = serializers.CharField(read_only=True, help_text="The job kind (jobs.registry).")
     state = NamedChoiceField(enum_name="JobStateEnum", choices=JobState.choices, read_only=True)
-    trigger = NamedChoiceField(enum_name="JobTriggerEnum", choices=JobTrigger.choices, read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    progress = serializers.FloatField(read_only=True)
+    step = serializers.IntegerField(read_only=True)
+    total_steps = serializers.IntegerField(read_only=True, allow_null=True)
+    attempts = serializers.IntegerField(read_only=True)
+    max_attempts = serializers.IntegerField(read_only=True)
+    heartbeat_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    cancel_requested = serializers.BooleanField(read_only=True)
+    error = serializers.CharField(read_only=True)
     errors = JobErrorSerializer(many=True, read_only=True)
     log_tail = serializers.ListField(child=serializers.CharField(), read_only=True)
+    trigger = NamedChoiceField(enum_name="JobTriggerEnum", choices=JobTrigger.choices, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
     links = serializers.SerializerMethodField()
-
-    class Meta:
-        fields = JOB_FIELDS
-        read_only_fields = JOB_FIELDS
 
     @extend_schema_field(JobLinksSerializer)
     def get_links(self, job: Any) -> dict[str, str]:
@@ -76,16 +87,6 @@ class JobDetailSerializer(JobSerializer):
     metrics_history = serializers.ListField(child=serializers.DictField(), read_only=True)
     worker = serializers.SerializerMethodField()
 
-    class Meta(JobSerializer.Meta):
-        fields = [*JOB_FIELDS, "metrics_history", "worker"]
-        read_only_fields = fields
-
     def get_worker(self, job: Any) -> str | None:
         request = self.context.get("request")
         return job.worker if request is not None and request.user.is_staff else None
-
-
-def job_serializer_for(model: type, base: type[JobSerializer] = JobSerializer) -> type[JobSerializer]:
-    """The generic serializer bound to one kind's model (the generic endpoints use it)."""
-    meta = type("Meta", (base.Meta,), {"model": model})
-    return type(f"{model.__name__}{base.__name__}", (base,), {"Meta": meta})

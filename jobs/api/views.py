@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import ProjectScopedMixin, refusal_response
-from jobs.api.serializers import JobDetailSerializer, JobSerializer, job_serializer_for
+from jobs.api.serializers import JobDetailSerializer, JobSerializer
 from jobs.lifecycle import JobAlreadyFinished, job_cancel
 from jobs.models import JobState
 from jobs.registry import JobKind, UnknownJobKind, all_kinds, get_kind
@@ -78,7 +78,7 @@ class JobListView(_JobView):
                 qs = qs.filter(state=state)
             rows.extend(islice(qs, _LIST_LIMIT))
         rows.sort(key=lambda job: (job.created_at, job.pk), reverse=True)
-        data = [job_serializer_for(type(job))(job, context={"request": request}).data for job in rows[:_LIST_LIMIT]]
+        data = [JobSerializer(job, context={"request": request}).data for job in rows[:_LIST_LIMIT]]
         return Response(data)
 
 
@@ -87,7 +87,7 @@ class JobDetailView(_JobView):
     def get(self, request: Request, project_id: int, kind: str, job_id: int) -> Response:
         """One job: state, progress, error, log tail and metric history."""
         job = self.job()
-        return Response(job_serializer_for(type(job), JobDetailSerializer)(job, context={"request": request}).data)
+        return Response(JobDetailSerializer(job, context={"request": request}).data)
 
 
 class JobCancelView(_JobView):
@@ -105,5 +105,5 @@ class JobCancelView(_JobView):
             job = job_cancel(job=self.job(), user=request.user)
         except JobAlreadyFinished as exc:
             return refusal_response(str(exc), code="already_finished", status=409)
-        data = job_serializer_for(type(job))(job, context={"request": request}).data
+        data = JobSerializer(job, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
