@@ -23,7 +23,7 @@ from arpad.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # A job kind that exists only in tests (a model, a function, a registry line), and the
-# brake the worker fault tests put on every job. Its table is created without migrations.
+# brake the worker fault tests put on every job.
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.jobkinds"]  # noqa: F405
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -26,4 +26,6 @@ urlpatterns = [
     path("", include("frontend.urls_dashboard")),
     # Reward-model runs, versions and comparison.
     path("", include("frontend.urls_rewardmodel")),
+    # Every job kind: the project's jobs and cancel.
+    path("", include("frontend.urls_jobs")),
 ]

@@ -7,14 +7,4 @@ from frontend import views_dashboard
 urlpatterns = [
     path("projects/<int:project_id>/dashboard/", views_dashboard.project_dashboard, name="project-dashboard"),
     path("projects/<int:project_id>/exports/", views_dashboard.project_exports, name="project-exports"),
-    path(
-        "projects/<int:project_id>/exports/<int:export_id>/cancel/",
-        views_dashboard.project_export_cancel,
-        name="project-export-cancel",
-    ),
-    path(
-        "projects/<int:project_id>/exports/table/",
-        views_dashboard.project_exports_table,
-        name="project-exports-table",
-    ),
 ]

@@ -6,15 +6,7 @@ from frontend import views_rewardmodel as views
 
 urlpatterns = [
     path("projects/<int:project_id>/reward-models/", views.reward_model_list, name="rewardmodel-list"),
-    path(
-        "projects/<int:project_id>/reward-models/runs.json", views.reward_model_runs_json, name="rewardmodel-runs-json"
-    ),
     path("projects/<int:project_id>/reward-models/runs/<int:run_id>/", views.reward_model_run, name="rewardmodel-run"),
-    path(
-        "projects/<int:project_id>/reward-models/runs/<int:run_id>/cancel/",
-        views.reward_model_run_cancel_view,
-        name="rewardmodel-run-cancel",
-    ),
     path(
         "projects/<int:project_id>/reward-models/versions/<int:number>/activate/",
         views.reward_model_activate_view,

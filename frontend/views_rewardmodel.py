@@ -2,9 +2,10 @@
 
 For the project's managers only: outsiders get 404, annotators 403. Every change is a
 plain form POST (CSRF-protected, works without JavaScript) that calls the same services
-as the API. ``rewardmodel.js`` polls a small JSON view (``rewardmodel-runs-json``) for the
-progress bars, and the API's run detail for a run's curves and log; the curves are drawn
-with ``plot.js``. Data reaches the scripts through ``json_script`` blocks, never inline.
+as the API. Progress bars are the shared job component (``{% job_progress %}``, followed by
+``jobs.js`` through the generic job API); ``rewardmodel.js`` draws a run's curves and log
+from the same updates with ``plot.js``. Data reaches the scripts through ``json_script``
+blocks, never inline.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -25,11 +26,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
-from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
+from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.services import (
     RewardModelError,
     default_base_model,
-    reward_model_run_cancel,
     reward_model_run_create,
     reward_model_version_activate,
     reward_model_versions_compare,
@@ -101,7 +101,7 @@ class TrainForm(forms.Form):
 
 def _run_rows(project: Project) -> list[dict[str, Any]]:
     runs = RewardModelRun.objects.filter(project=project).select_related("version", "created_by")[:RUNS_LISTED]
-    return [run_json(project, run) for run in runs]
+    return [{**run_json(project, run), "job": run} for run in runs]
 
 
 def run_json(project: Project, run: RewardModelRun) -> dict[str, Any]:
@@ -177,17 +177,8 @@ def reward_model_list(request: HttpRequest, project_id: int) -> HttpResponse:
         "versions": _version_rows(project),
         "metric_labels": [label for _, label in VERSION_METRICS],
         "has_snapshot": bool(form.fields["snapshot"].choices),
-        "page_data": {"runs_url": reverse("rewardmodel-runs-json", args=[project.pk])},
     }
     return render(request, "frontend/rewardmodel/list.html", context, status=400 if form.errors else 200)
-
-
-@login_required
-@require_GET
-def reward_model_runs_json(request: HttpRequest, project_id: int) -> JsonResponse:
-    """The run rows of the list page, for its progress bars."""
-    project = managed_project(request, project_id)
-    return JsonResponse({"runs": _run_rows(project)})
 
 
 @login_required
@@ -205,31 +196,9 @@ def reward_model_run(request: HttpRequest, project_id: int, run_id: int) -> Http
         "config_items": sorted(run.config.items()),
         "metric_items": sorted((k, v) for k, v in run.metrics.items() if isinstance(v, int | float) or v is None),
         "info_items": sorted((k, v) for k, v in run.info.items() if not isinstance(v, dict | list)),
-        "page_data": {
-            "api_url": f"/api/v1/projects/{project.pk}/reward-models/runs/{run.pk}/",
-            "finished": run.is_finished,
-            "history": run.metrics_history,
-            "state": run.state,
-        },
+        "page_data": {"finished": run.is_finished, "history": run.metrics_history, "state": run.state},
     }
     return render(request, "frontend/rewardmodel/run.html", context)
-
-
-@login_required
-@require_POST
-def reward_model_run_cancel_view(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
-    project = managed_project(request, project_id)
-    run = get_object_or_404(RewardModelRun.objects.filter(project=project), pk=run_id)
-    try:
-        run = reward_model_run_cancel(run=run)
-    except RewardModelError as exc:
-        messages.error(request, exc.message)
-    else:
-        if run.state == RunState.CANCELLED:
-            messages.success(request, f"Run {run.pk} was cancelled before it started.")
-        else:
-            messages.success(request, f"Run {run.pk} stops at its next step, after saving a checkpoint.")
-    return redirect("rewardmodel-run", project_id=project.pk, run_id=run.pk)
 
 
 @login_required

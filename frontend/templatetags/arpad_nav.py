@@ -21,6 +21,7 @@ PROJECT_TABS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("Exports", "project-exports", frozenset({"project-exports"})),
     ("Reward models", "rewardmodel-list", frozenset({"rewardmodel-list", "rewardmodel-run", "rewardmodel-compare"})),
     ("Imports", "project-imports", frozenset({"project-imports"})),
+    ("Jobs", "project-jobs", frozenset({"project-jobs"})),
     ("Members", "project-members", frozenset({"project-members"})),
     ("Settings", "project-edit", frozenset({"project-edit"})),
 )

@@ -85,6 +85,7 @@ class JobDetailSerializer(JobSerializer):
     """One job with its metric history (curves) and, for staff, where it runs."""
 
     metrics_history = serializers.ListField(child=serializers.DictField(), read_only=True)
+    checkpoint_step = serializers.IntegerField(read_only=True, allow_null=True)
     worker = serializers.SerializerMethodField()
 
     def get_worker(self, job: Any) -> str | None:

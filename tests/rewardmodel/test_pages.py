@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -59,9 +57,8 @@ def test_personas_on_every_page(project, manager, annotator, outsider, trained):
     pages = [
         ("get", reverse("rewardmodel-list", args=[project.pk])),
         ("post", reverse("rewardmodel-list", args=[project.pk])),
-        ("get", reverse("rewardmodel-runs-json", args=[project.pk])),
         ("get", reverse("rewardmodel-run", args=[project.pk, run_id])),
-        ("post", reverse("rewardmodel-run-cancel", args=[project.pk, run_id])),
+        ("post", reverse("job-cancel", args=[project.pk, "reward_model", run_id])),
         ("post", reverse("rewardmodel-activate", args=[project.pk, 2])),
         ("get", reverse("rewardmodel-compare", args=[project.pk]) + "?a=1&b=2"),
     ]
@@ -82,8 +79,9 @@ def test_list_shows_versions_runs_and_a_strict_csp(project, manager, trained):
     assert "<progress" in body
     policy = response["Content-Security-Policy"]
     assert "unsafe-inline" not in policy and "'nonce-" in policy
-    data = json.loads(as_user(manager).get(reverse("rewardmodel-runs-json", args=[project.pk])).content)
-    assert {r["state"] for r in data["runs"]} == {"succeeded"} and {r["version"] for r in data["runs"]} == {1, 2}
+    # Each run's bar is the shared job component, following the generic job endpoint.
+    for version in trained:
+        assert f'data-job-url="/api/v1/projects/{project.pk}/jobs/reward_model/{version.run_id}/"' in body
 
 
 def test_the_train_form_queues_a_run(project, manager, exported, tiny_base, sent, django_capture_on_commit_callbacks):
@@ -124,12 +122,17 @@ def test_run_page_shows_curves_data_log_and_cancel(project, manager, exported, t
     run = trained[0].run
     body = as_user(manager).get(reverse("rewardmodel-run", args=[project.pk, run.pk])).content.decode()
     assert 'id="loss-chart"' in body and 'id="accuracy-chart"' in body and 'id="rm-run-data"' in body
-    assert "registered as v1" in body and "Cancel run" not in body  # finished: nothing to cancel
+    assert "registered as v1" in body and 'id="run-cancel"' not in body  # finished: nothing to cancel
     queued = RewardModelRun.objects.create(project=project, snapshot=exported, base_model=str(tiny_base), config=FAST)
-    page = as_user(manager).get(reverse("rewardmodel-run", args=[project.pk, queued.pk])).content.decode()
-    assert "Cancel run" in page
-    response = as_user(manager).post(reverse("rewardmodel-run-cancel", args=[project.pk, queued.pk]))
-    assert response.status_code == 302
+    page_url = reverse("rewardmodel-run", args=[project.pk, queued.pk])
+    page = as_user(manager).get(page_url).content.decode()
+    cancel_url = reverse("job-cancel", args=[project.pk, "reward_model", queued.pk])
+    assert 'id="run-cancel"' in page and f'action="{cancel_url}"' in page
+    response = as_user(manager).post(cancel_url, {"next": page_url})
+    assert response.status_code == 302 and response["Location"] == page_url
+    # A "next" that leaves the site is not followed.
+    elsewhere = as_user(manager).post(cancel_url, {"next": "https://evil.example/"})
+    assert elsewhere["Location"] == reverse("project-jobs", args=[project.pk])
     queued.refresh_from_db()
     assert queued.state == RunState.CANCELLED
 

@@ -1,10 +1,9 @@
-// The export page: the threshold preview follows the form, and the snapshot table refreshes
-// itself while a snapshot is queued or running. The form itself is a plain POST (it works
+// The export page: the threshold preview follows the form (a running snapshot's bar is the
+// shared job component, followed by jobs.js). The form itself is a plain POST (it works
 // without this script). Data comes from #exports-data (json_script), never inline script.
 
 import { drawPreview } from "./dashboard.js";
 
-const POLL_MS = 1500;
 const PREVIEW_FIELDS = ["tie_policy", "weighting", "min_reliability", "exclude_annotators"];
 
 function formValues(form) {
@@ -93,31 +92,11 @@ function initPreview(data) {
   if (form.dataset.bound === "true") refetch();
 }
 
-function initPolling() {
-  const table = document.getElementById("snapshots");
-  const body = document.getElementById("snapshot-rows");
-  const active = () => body.querySelector('tr[data-state="queued"], tr[data-state="running"]') !== null;
-  const poll = async () => {
-    try {
-      const response = await fetch(table.dataset.tableUrl, { credentials: "same-origin", headers: { Accept: "text/html" } });
-      if (response.ok) {
-        // Server-rendered rows from the same template as the page: escaped by Django.
-        body.innerHTML = await response.text();
-      }
-    } catch (error) {
-      // Offline for a moment: try again on the next tick.
-    }
-    if (active()) setTimeout(poll, POLL_MS);
-  };
-  if (active()) setTimeout(poll, POLL_MS);
-}
-
 function init() {
   const source = document.getElementById("exports-data");
   if (!source || !document.getElementById("exports-page")) return;
   document.documentElement.classList.add("js");
   initPreview(JSON.parse(source.textContent));
-  initPolling();
   document.getElementById("exports-page").dataset.ready = "true";
 }
 
