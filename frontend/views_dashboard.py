@@ -24,10 +24,10 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS, MajorityConfig
 from annotation.agreement_data import ProjectPairVotes, project_pair_votes
@@ -385,35 +385,3 @@ def project_exports(request: HttpRequest, project_id: int) -> HttpResponse:
         return render(request, "frontend/dashboard/exports.html", _export_context(project, form), status=400)
     form = ExportForm(project=project)
     return render(request, "frontend/dashboard/exports.html", _export_context(project, form))
-
-
-@login_required
-@require_POST
-def project_export_cancel(request: HttpRequest, project_id: int, export_id: int) -> HttpResponse:
-    """Cancel a queued or running snapshot of the project (the service decides what "finished" is)."""
-    from exports.services import export_snapshot_cancel
-
-    project = managed_project(request, project_id)
-    snapshot = ExportSnapshot.objects.filter(project=project, pk=export_id).first()
-    if snapshot is None:
-        raise Http404("No such export in this project.")
-    if export_snapshot_cancel(snapshot_id=snapshot.pk, user=request.user):
-        messages.success(request, f"Export {snapshot.pk} cancelled; it will publish no files.")
-    else:
-        messages.error(request, f"Export {snapshot.pk} had already finished; nothing changed.")
-    return redirect("project-exports", project_id=project.pk)
-
-
-@login_required
-@require_GET
-def project_exports_table(request: HttpRequest, project_id: int) -> HttpResponse:
-    """The snapshot table's rows as an HTML fragment, for the page's polling while one runs."""
-    project = managed_project(request, project_id)
-    rows = _snapshot_rows(project)
-    response = render(
-        request,
-        "frontend/dashboard/_export_rows.html",
-        {"project": project, "rows": rows, "any_active": any(row["active"] for row in rows)},
-    )
-    response["Cache-Control"] = "no-store"
-    return response
