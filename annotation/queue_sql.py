@@ -37,6 +37,16 @@ PROMPT = Prompt._meta.db_table
 RESPONSE = Response._meta.db_table
 
 
+# The largest value of the id columns (64-bit). Ids from URLs can be any number of digits
+# (Django's <int:> converter): a larger one would be an OverflowError on SQLite, so it is
+# answered here as what it is, an id no row has.
+ID_MAX = 2**63 - 1
+
+
+def _is_id(value: int) -> bool:
+    return 0 < value <= ID_MAX
+
+
 def _rows(sql: str, params: list[Any]) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -96,6 +106,8 @@ def own_live_assignment(project_id: int, user_id: int, now: datetime) -> Assignm
 
 def own_assignment(assignment_id: int, user_id: int) -> Assignment | None:
     """The user's own assignment, if they are still a member of its project (else None)."""
+    if not _is_id(assignment_id):
+        return None
     found = list(
         Assignment.objects.raw(
             f"SELECT a.* FROM {ASSIGNMENT} a JOIN {MEMBERSHIP} m"
@@ -110,14 +122,14 @@ def own_assignment(assignment_id: int, user_id: int) -> Assignment | None:
 def claim_candidates(
     *, project_id: int, user_id: int, now: datetime, exclude: list[int], limit: int
 ) -> list[tuple[int, int, int]]:
-    """Open tasks this user has never had, with a free slot, in claim order.
+    """Open tasks this user has never had nor judged, with a free slot, in claim order.
 
     Returns ``(task id, judgement_count, required_annotations)``. On PostgreSQL only the
     first candidate is returned, locked, skipping rows that other claimers hold.
     """
     skip_locked = connection.features.has_select_for_update_skip_locked
     excluded = ""
-    params: list[Any] = [project_id, user_id, _dt(now)]
+    params: list[Any] = [project_id, user_id, user_id, _dt(now)]
     if exclude:
         excluded = f" AND t.id NOT IN ({', '.join(['%s'] * len(exclude))})"
         params.extend(exclude)
@@ -126,6 +138,10 @@ def claim_candidates(
         f"SELECT t.id, t.judgement_count, t.required_annotations FROM {TASK} t"
         " WHERE t.project_id = %s AND t.state = 'open'"
         f" AND NOT EXISTS (SELECT 1 FROM {ASSIGNMENT} own WHERE own.task_id = t.id AND own.annotator_id = %s)"
+        # An imported judgement has no assignment but still counts as this user's one
+        # judgement of the task (a unique constraint): offering the task would only lead
+        # to a submit that can never be recorded.
+        f" AND NOT EXISTS (SELECT 1 FROM {JUDGEMENT} mine WHERE mine.task_id = t.id AND mine.annotator_id = %s)"
         f" AND t.judgement_count + (SELECT COUNT(*) FROM {ASSIGNMENT} live WHERE live.task_id = t.id"
         " AND live.state = 'leased' AND live.expires_at > %s) < t.required_annotations"
         f"{excluded}"
@@ -158,9 +174,14 @@ def task_response_ids(task_id: int) -> list[int]:
 
 
 def assignment_for_submit(assignment_id: int) -> dict[str, Any]:
-    """The assignment as the submit needs it, with its project's tie rule."""
+    """The assignment as the submit needs it, with its project's tie rule.
+
+    ``judged``: the annotator already has a judgement on the task (this assignment's own,
+    or one imported while the lease was out).
+    """
     row = _rows(
-        f"SELECT a.annotator_id, a.state, a.leased_at, a.expires_at, a.display_order, p.allow_ties"
+        f"SELECT a.annotator_id, a.state, a.leased_at, a.expires_at, a.display_order, p.allow_ties,"
+        f" EXISTS (SELECT 1 FROM {JUDGEMENT} j WHERE j.task_id = a.task_id AND j.annotator_id = a.annotator_id)"
         f" FROM {ASSIGNMENT} a JOIN {PROJECT} p ON p.id = a.project_id WHERE a.id = %s",
         [assignment_id],
     )[0]
@@ -171,6 +192,7 @@ def assignment_for_submit(assignment_id: int) -> dict[str, Any]:
         "expires_at": _read_dt(row[3]),
         "display_order": _read_json(row[4]),
         "allow_ties": bool(row[5]),
+        "judged": bool(row[6]),
     }
 
 
@@ -201,6 +223,8 @@ def task_count_judgement(task_id: int, *, complete: bool, now: datetime) -> None
 
 def project_with_role(project_id: int, user_id: int) -> Project | None:
     """The project with ``caller_role`` set, if the user is a member; one query, no ORM compile."""
+    if not _is_id(project_id):
+        return None
     found = list(
         Project.objects.raw(
             f"SELECT p.*, m.role AS caller_role FROM {PROJECT} p"

@@ -16,10 +16,11 @@ late submit is still accepted. Only when the slot is gone is the late submit ref
 from __future__ import annotations
 
 import random
+import reprlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import combinations
+from itertools import combinations, islice
 from typing import Any
 
 from django.db import connection, transaction
@@ -103,30 +104,49 @@ def _free_slots(task: Task, *, now: Any, exclude_assignment: int | None = None) 
 def validate_tiers(tiers: Any, *, response_ids: list[int], allow_ties: bool) -> list[list[int]]:
     """Check that ``tiers`` is a ranking of exactly ``response_ids``; return it normalised.
 
-    Raises :class:`InvalidRanking` naming the problem.
+    Raises :class:`InvalidRanking` naming the problem. Runs in O(K) whatever the size of
+    ``tiers``: at most K + 1 ids are looked at, since among K + 1 ids one is either a
+    repeat or not one of the task's K responses, so a 400,000-id ranking is refused as
+    fast as a short one (issue 13: the old ``list.count`` was quadratic).
     """
     if not isinstance(tiers, list) or not tiers:
         raise InvalidRanking("ranking must be a non-empty list of tiers (lists of response ids)", field="ranking")
-    seen: list[int] = []
+    expected = set(response_ids)
+    k = len(expected)
+    seen: set[int] = set()
+    duplicates: set[int] = set()
+    unknown: set[int] = set()
     normalised: list[list[int]] = []
+    named = 0  # ids in the tiers walked so far
     for index, tier in enumerate(tiers):
         if not isinstance(tier, list) or not tier:
             raise InvalidRanking(f"tier {index} must be a non-empty list of response ids", field="ranking")
-        for rid in tier:
+        walked = list(islice(tier, k + 1 - named))
+        for rid in walked:
             if isinstance(rid, bool) or not isinstance(rid, int):
-                raise InvalidRanking(f"tier {index} holds {rid!r}, which is not a response id", field="ranking")
+                raise InvalidRanking(
+                    f"tier {index} holds {reprlib.repr(rid)}, which is not a response id", field="ranking"
+                )
         if len(tier) > 1 and not allow_ties:
             raise InvalidRanking("this project does not allow ties: put one response in each tier", field="ranking")
-        seen.extend(tier)
+        for rid in walked:
+            if rid in seen:
+                duplicates.add(rid)
+            elif rid not in expected:
+                unknown.add(rid)
+            seen.add(rid)
+        named += len(tier)
+        if named > k:
+            named += sum(len(rest) if isinstance(rest, list) else 1 for rest in islice(tiers, index + 1, None))
+            break
         normalised.append(sorted(tier))
-    expected = set(response_ids)
-    duplicates = sorted({rid for rid in seen if seen.count(rid) > 1})
     if duplicates:
-        raise InvalidRanking(f"responses {duplicates} appear more than once", field="ranking")
-    unknown = sorted(set(seen) - expected)
+        raise InvalidRanking(f"responses {sorted(duplicates)} appear more than once", field="ranking")
+    if named > k:
+        raise InvalidRanking(f"the ranking names {named} responses; this task has {k}", field="ranking")
     if unknown:
-        raise InvalidRanking(f"responses {unknown} are not part of this task", field="ranking")
-    missing = sorted(expected - set(seen))
+        raise InvalidRanking(f"responses {sorted(unknown)} are not part of this task", field="ranking")
+    missing = sorted(expected - seen)
     if missing:
         raise InvalidRanking(f"the ranking leaves out responses {missing}", field="ranking")
     return normalised
@@ -265,6 +285,11 @@ def judgement_submit(
         raise QueueError("client_token must be a UUID", field="client_token") from None
     if confidence is not None and not (1 <= confidence <= 5):
         raise QueueError("confidence must be between 1 and 5", field="confidence")
+    # The display order was fixed at claim time and is exactly the task's responses, so
+    # the ranking's shape is checked here, before the task lock and the transaction: a
+    # malformed or huge ranking must not hold a lock (on SQLite, the database's only
+    # write lock) while it is refused. The project's tie rule is applied under the lock.
+    ranking = validate_tiers(ranking, response_ids=assignment.display_order, allow_ties=True)
     with transaction.atomic():
         outcome = _submit_under_lock(
             assignment_id=assignment.pk,
@@ -306,12 +331,19 @@ def _submit_under_lock(
         raise AlreadyFinished("this task was already submitted")
     if assignment["state"] == AssignmentState.SKIPPED:
         raise AlreadyFinished("this task was skipped")
+    now = timezone.now()
+    if assignment["judged"]:
+        # An import recorded this annotator's judgement of the task while the lease was
+        # out; one person judges a task once, so the lease ends here instead of failing
+        # every submit on the unique constraint until it runs out.
+        queue_sql.assignment_finish(assignment_id, state=AssignmentState.EXPIRED, now=now)
+        return AlreadyFinished("you already have a judgement on this task (an imported one)")
 
-    # The display order recorded at claim time is exactly the task's responses.
+    # Checked again with the project's tie rule, read under the lock; the ranking was
+    # already checked against the display order, so this is O(K).
     display_order = assignment["display_order"]
     tiers = validate_tiers(ranking, response_ids=display_order, allow_ties=assignment["allow_ties"])
 
-    now = timezone.now()
     if not (assignment["state"] == AssignmentState.LEASED and assignment["expires_at"] > now):
         # Late: accept only if the slot it held is still free.
         taken = judgement_count + queue_sql.live_lease_count(task_id, now, exclude_assignment=assignment_id)

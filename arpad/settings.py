@@ -126,6 +126,9 @@ ARPAD_IMPORT_MAX_FIELD_CHARS = env_int("ARPAD_IMPORT_MAX_FIELD_CHARS", 200_000, 
 # A running export snapshot whose heartbeat is older than this lost its worker: the reaper
 # queues it again (exports.services).
 EXPORT_STALE_AFTER_S = env_int("EXPORT_STALE_AFTER_S", 900, minimum=10)
+# The largest body any endpoint reads, files apart (an import file streams to disk under
+# ARPAD_IMPORT_MAX_BYTES): the manager's forms. The annotators' endpoints cap theirs far
+# lower (arpad.http.body_limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
@@ -173,6 +176,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's JSON parser with a nesting limit (arpad/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "arpad.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,

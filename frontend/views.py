@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import datetime, time
 from typing import Any
 
@@ -12,10 +11,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import queue_sql
-from annotation.api.serializers import SubmitSerializer
+from annotation.api.serializers import SUBMIT_MAX_BODY_BYTES, SubmitSerializer
 from annotation.models import Assignment, AssignmentState, Membership, Project, Role, TaskState
 from annotation.project_services import can_create_projects
 from annotation.services import QueueError, assignment_claim_next, judgement_submit_and_claim_next
+from arpad.http import SMALL_BODY_MAX_BYTES, JSONInputError, body_limit, loads_json
 from frontend.templatetags.arpad_markdown import render_markdown
 
 
@@ -143,6 +143,7 @@ def _next_payload(request: HttpRequest, project: Project, claim: Any) -> dict[st
 
 @login_required
 @require_POST
+@body_limit(SMALL_BODY_MAX_BYTES)
 def annotate_next(request: HttpRequest, project_id: int) -> JsonResponse:
     """Lease the caller's next task (or hand back their live one) and return it rendered.
 
@@ -161,6 +162,7 @@ def annotate_next(request: HttpRequest, project_id: int) -> JsonResponse:
 
 @login_required
 @require_POST
+@body_limit(SUBMIT_MAX_BODY_BYTES)
 def annotate_submit_next(request: HttpRequest, project_id: int, assignment_id: int) -> JsonResponse:
     """Submit the caller's ranking and return their next task, rendered, in one round trip.
 
@@ -176,8 +178,8 @@ def annotate_submit_next(request: HttpRequest, project_id: int, assignment_id: i
         raise Http404("No such assignment.")
     project = _member_project(request, project_id)
     try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = loads_json(request.body or b"{}")
+    except JSONInputError as exc:
         return _json_error(400, f"the request body is not valid JSON: {exc}")
     incoming = SubmitSerializer(data=body if isinstance(body, dict) else {})
     if not isinstance(body, dict) or not incoming.is_valid():

@@ -9,7 +9,6 @@ keeps a manager) are the services' and reach the client through the views.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +32,9 @@ from annotation.models import (
     TaskState,
 )
 from annotation.project_services import setting_bounds
+from annotation.queue_sql import ID_MAX
 from arpad.api.serializers import MessagesField, NamedChoiceField
+from arpad.http import JSONInputError, has_non_finite, loads_json
 
 # Columns the database stores as 32-bit integers; larger values would be a 500 on PostgreSQL.
 _INT32_MAX = 2**31 - 1
@@ -156,11 +157,17 @@ class ClaimSerializer(serializers.Serializer):
     assignment = ClaimedAssignmentSerializer()
 
 
+RATIONALE_MAX_CHARS = 20_000
+# The largest body a valid submit needs: the rationale at 12 bytes a character (JSON may
+# escape an astral character as two \uXXXX), and room for the ranking and the rest.
+SUBMIT_MAX_BODY_BYTES = 12 * RATIONALE_MAX_CHARS + 16 * 1024
+
+
 class SubmitSerializer(serializers.Serializer):
     ranking = TiersField()
     client_token = serializers.UUIDField(help_text="Makes the submit idempotent: a retry returns the same judgement.")
     confidence = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
-    rationale = serializers.CharField(required=False, allow_blank=True, max_length=20_000)
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=RATIONALE_MAX_CHARS)
     time_taken_ms = serializers.IntegerField(min_value=0, max_value=_INT32_MAX, required=False, allow_null=True)
 
 
@@ -205,8 +212,8 @@ class JudgementSerializer(serializers.ModelSerializer):
 
 
 class JudgementFilterSerializer(serializers.Serializer):
-    annotator = serializers.IntegerField(required=False, min_value=1, help_text="User id.")
-    task = serializers.IntegerField(required=False, min_value=1, help_text="Task id.")
+    annotator = serializers.IntegerField(required=False, min_value=1, max_value=ID_MAX, help_text="User id.")
+    task = serializers.IntegerField(required=False, min_value=1, max_value=ID_MAX, help_text="Task id.")
 
 
 # --- tasks ----------------------------------------------------------------------------------
@@ -329,11 +336,17 @@ class ImportCreateSerializer(serializers.Serializer):
 
     def validate_options(self, value: str) -> dict[str, Any]:
         try:
-            options = json.loads(value or "{}")
-        except json.JSONDecodeError as exc:
-            raise serializers.ValidationError(f"Not valid JSON: {exc.msg} at character {exc.pos}.")
+            # NaN and infinities are read, so that the refusal can name the option.
+            options = loads_json(value or "{}", keep_non_finite=True)
+        except JSONInputError as exc:
+            raise serializers.ValidationError(f"Not valid JSON: {exc}.")
         if not isinstance(options, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        not_finite = sorted(name for name, option in options.items() if has_non_finite(option))
+        if not_finite:
+            raise serializers.ValidationError(
+                f"{', '.join(not_finite)}: NaN, Infinity and numbers too large for a float are not valid JSON."
+            )
         return options
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -52,6 +53,7 @@ from annotation.services import QueueError, assignment_claim_next, assignment_sk
 from arpad.api.permissions import CanCreateProjects, IsProjectManager, IsProjectManagerOrReadOnly, IsProjectMember
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import ProjectScopedMixin, RefusalMixin
+from arpad.http import SMALL_BODY_MAX_BYTES, body_limit
 
 _QUEUE_ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Refused: code invalid or invalid_ranking, with field."),
@@ -110,6 +112,9 @@ class TokenView(ObtainAuthToken):
     # Credentials are in the body: no session, hence no CSRF, and everyone is throttled.
     authentication_classes = ()
     throttle_classes = (TokenThrottle,)
+    # ObtainAuthToken names DRF's own parsers; the project's refuse deep nesting
+    # (arpad/parsers.py), which matters most on this anonymous endpoint.
+    parser_classes = APIView.parser_classes
 
 
 # --- projects -------------------------------------------------------------------------------
@@ -217,6 +222,7 @@ class MemberDetailView(ProjectRulesMixin, ProjectScopedMixin, generics.GenericAP
 # --- work queue -----------------------------------------------------------------------------
 
 
+@method_decorator(body_limit(SMALL_BODY_MAX_BYTES), name="dispatch")
 class ClaimView(QueueErrorMixin, ProjectScopedMixin, APIView):
     """Lease the next task: 200 with the assignment, 204 when no work is left for you.
 
@@ -262,6 +268,7 @@ def own_assignment(user: Any, assignment_id: int) -> Assignment:
     return assignment
 
 
+@method_decorator(body_limit(s.SUBMIT_MAX_BODY_BYTES), name="dispatch")
 class SubmitView(QueueErrorMixin, APIView):
     """Submit your ranking: 201 with the judgement; a retry with the same client_token answers 200."""
 
@@ -288,6 +295,7 @@ class SubmitView(QueueErrorMixin, APIView):
         return Response(s.JudgementSerializer(judgement).data, status=code)
 
 
+@method_decorator(body_limit(SMALL_BODY_MAX_BYTES), name="dispatch")
 class SkipView(QueueErrorMixin, APIView):
     """Give your task back with a reason; it will not be offered to you again."""
 

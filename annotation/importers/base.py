@@ -180,7 +180,7 @@ def resolve_options(
         elif option.kind == "int":
             try:
                 number = int(value) if not isinstance(value, bool) else None
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
                 number = None
             if number is None or number < 1 or (isinstance(value, float) and not value.is_integer()):
                 errors.add(None, f"options.{name}", f"must be a whole number of at least 1, not {value!r}")

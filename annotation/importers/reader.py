@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -40,8 +41,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON, but Python reads it as infinity, which no database column
+    # (JSON included) stores: refused here, on its line, not by the database at the end.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is too large")
+    return value
+
+
 def parse_json(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class InputFile:
@@ -160,7 +173,7 @@ def json_list_items(ctx: ImportContext, text: str) -> Iterator[tuple[int, int, A
     The list is decoded element by element so that every item, and every error, carries
     the line it starts on in the file, not only its index.
     """
-    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
     pos = _skip_ws(text, 0)
     if pos >= len(text):
         return
@@ -179,7 +192,9 @@ def json_list_items(ctx: ImportContext, text: str) -> Iterator[tuple[int, int, A
             item, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise RecordError(f"[{index}]", f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
-        except (RecursionError, ValueError) as exc:
+        except RecursionError:
+            raise RecordError(f"[{index}]", "invalid JSON: nested too deeply", line=line) from None
+        except ValueError as exc:
             raise RecordError(f"[{index}]", f"invalid JSON: {exc}", line=line) from None
         yield line, index, item
         index += 1

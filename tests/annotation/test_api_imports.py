@@ -124,6 +124,31 @@ class TestUpload:
         assert not ImportJob.objects.exists() and sent == []
         assert not (artifacts / "imports").exists() or not any((artifacts / "imports").iterdir())
 
+    @pytest.mark.parametrize(
+        "options",
+        [
+            '{"max_trees": NaN}',
+            '{"annotator_prefix": "oa-", "max_trees": Infinity}',
+            '{"max_trees": -Infinity}',
+            '{"max_trees": 1e400}',
+            '{"max_trees": [{"deeper": NaN}]}',
+        ],
+    )
+    def test_nan_or_infinity_in_an_option_is_400_naming_it(self, project, manager, options):
+        # They reached the database, which refused the job's row: a 500.
+        response = upload(client_for(manager), project, jsonl(GOOD), format="oasst", options=options)
+        assert response.status_code == 400
+        assert response.json() == {
+            "options": ["max_trees: NaN, Infinity and numbers too large for a float are not valid JSON."]
+        }
+        assert not ImportJob.objects.exists()
+
+    def test_deeply_nested_options_are_400(self, project, manager):
+        options = '{"max_trees": ' + "[" * 5_000 + "]" * 5_000 + "}"
+        response = upload(client_for(manager), project, jsonl(GOOD), format="oasst", options=options)
+        assert response.status_code == 400 and "nested deeper than" in response.json()["options"][0]
+        assert not ImportJob.objects.exists()
+
     def test_a_missing_or_empty_file_is_400(self, project, manager, sent):
         client = client_for(manager)
         no_file = client.post(f"{API}/projects/{project.pk}/imports/", {"format": "jsonl"}, format="multipart")

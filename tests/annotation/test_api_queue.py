@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -12,7 +14,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from annotation import queue_sql
+from annotation.api.serializers import RATIONALE_MAX_CHARS, SUBMIT_MAX_BODY_BYTES
 from annotation.models import Assignment, AssignmentState, Judgement, Membership, PairVote, Role, Task
+from arpad.http import SMALL_BODY_MAX_BYTES
 from tests.factories import UserFactory, make_task
 
 API = "/api/v1"
@@ -242,6 +247,129 @@ class TestSkip:
         response = client.post(f"{API}/assignments/{assignment['id']}/skip/", {"reason": "x"}, format="json")
         assert response.status_code == 403 and response.json()["code"] == "not_allowed"
         assert Assignment.objects.get().state == AssignmentState.LEASED
+
+
+# --- hostile input (issue 13) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def lock_spy(monkeypatch) -> list[int]:
+    """The task ids that ``queue_sql.lock_task`` was called for."""
+    locked: list[int] = []
+    real = queue_sql.lock_task
+    monkeypatch.setattr(queue_sql, "lock_task", lambda task_id: locked.append(task_id) or real(task_id))
+    return locked
+
+
+@pytest.mark.django_db
+class TestHostileInput:
+    def test_a_20k_id_ranking_is_refused_at_once_without_the_task_lock(self, project, annotator, lock_spy):
+        # It used to be checked in quadratic time under the task lock: seconds of the
+        # SQLite write lock, which every other project's claim waited for.
+        make_task(project)
+        client = client_for(annotator)
+        assignment = claim(client, project)
+        extra = max(assignment["display_order"]) + 1
+        ranking = [[rid] for rid in assignment["display_order"]] + [[extra + i] for i in range(20_000 - 2)]
+        body = {"ranking": ranking, "client_token": str(uuid.uuid4())}
+        assert len(json.dumps(body)) < SUBMIT_MAX_BODY_BYTES  # it reaches the queue service
+        started = time.perf_counter()
+        response = client.post(f"{API}/assignments/{assignment['id']}/submit/", body, format="json")
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 400
+        assert response.json() == {
+            "detail": "the ranking names 20000 responses; this task has 2",
+            "code": "invalid_ranking",
+            "field": "ranking",
+        }
+        assert elapsed < 2.0
+        assert lock_spy == []
+        assert Assignment.objects.get(pk=assignment["id"]).state == AssignmentState.LEASED
+
+    @pytest.mark.timeout(60)
+    def test_a_400k_id_ranking_is_413_before_anything_parses_it(self, project, annotator, lock_spy):
+        make_task(project)
+        client = client_for(annotator)
+        assignment = claim(client, project)
+        response = submit(client, assignment, ranking=[[i] for i in range(400_000)])
+        assert response.status_code == 413
+        assert response.json() == {
+            "detail": f"the request body is larger than {SUBMIT_MAX_BODY_BYTES:,} bytes",
+            "code": "too_large",
+            "field": None,
+        }
+        assert lock_spy == []
+        assert not Judgement.objects.exists()
+
+    def test_a_duplicated_id_is_named(self, project, annotator):
+        make_task(project)
+        client = client_for(annotator)
+        assignment = claim(client, project)
+        a, b = assignment["display_order"]
+        response = submit(client, assignment, ranking=[[a], [a], [b]])
+        assert response.status_code == 400
+        assert response.json() == {
+            "detail": f"responses [{a}] appear more than once",
+            "code": "invalid_ranking",
+            "field": "ranking",
+        }
+
+    @pytest.mark.parametrize("endpoint", ["claim", "submit", "skip"])
+    def test_a_body_over_the_endpoints_cap_is_413(self, project, annotator, second_annotator, endpoint):
+        make_task(project)
+        make_task(project)
+        assignment = claim(client_for(annotator), project)
+        url, cap = {
+            "claim": (f"{API}/projects/{project.pk}/claim/", SMALL_BODY_MAX_BYTES),
+            "submit": (f"{API}/assignments/{assignment['id']}/submit/", SUBMIT_MAX_BODY_BYTES),
+            "skip": (f"{API}/assignments/{assignment['id']}/skip/", SMALL_BODY_MAX_BYTES),
+        }[endpoint]
+        caller = second_annotator if endpoint == "claim" else annotator
+        body = {
+            "ranking": [[rid] for rid in assignment["display_order"]],
+            "client_token": str(uuid.uuid4()),
+            "reason": "x",
+            "padding": "x" * cap,
+        }
+        response = client_for(caller).post(url, body, format="json")
+        assert response.status_code == 413
+        assert response.json() == {
+            "detail": f"the request body is larger than {cap:,} bytes",
+            "code": "too_large",
+            "field": None,
+        }
+        assert list(Assignment.objects.values_list("annotator", "state")) == [(annotator.pk, AssignmentState.LEASED)]
+        assert not Judgement.objects.exists()
+
+    def test_the_largest_valid_submit_fits_under_the_cap(self, project, annotator):
+        make_task(project)
+        client = client_for(annotator)
+        assignment = claim(client, project)
+        body = {
+            "ranking": [[rid] for rid in assignment["display_order"]],
+            "client_token": str(uuid.uuid4()),
+            "rationale": "\N{GRINNING FACE}" * RATIONALE_MAX_CHARS,
+            "confidence": 5,
+            "time_taken_ms": 2**31 - 1,
+        }
+        raw = json.dumps(body)  # ASCII-escaped: 12 bytes a character, the worst case
+        assert len(raw) > 12 * RATIONALE_MAX_CHARS
+        response = client.post(f"{API}/assignments/{assignment['id']}/submit/", raw, content_type="application/json")
+        assert response.status_code == 201, response.content[:200]
+
+    @pytest.mark.parametrize("big", [2**63, 2**64, 10**30])
+    def test_ids_beyond_64_bits_are_404(self, project, annotator, big):
+        make_task(project)
+        client = client_for(annotator)
+        assert client.post(f"{API}/projects/{big}/claim/").status_code == 404
+        assert client.get(f"{API}/projects/{big}/tasks/").status_code == 404
+        assert submit(client, {"id": big, "display_order": [1, 2]}).status_code == 404
+        assert client.post(f"{API}/assignments/{big}/skip/", {"reason": "x"}, format="json").status_code == 404
+
+    @pytest.mark.parametrize("name", ["task", "annotator"])
+    def test_a_judgement_filter_beyond_64_bits_is_400_naming_it(self, project, manager, name):
+        response = client_for(manager).get(f"{API}/projects/{project.pk}/judgements/", {name: 2**64})
+        assert response.status_code == 400 and name in response.json()
 
 
 # --- query budgets ---------------------------------------------------------------------------------

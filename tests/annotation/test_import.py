@@ -404,6 +404,14 @@ class TestReading:
         summary = import_file(project=project, path=path, format="jsonl", options={"annotator_prefix": ""})
         assert summary.tasks == 5
 
+    @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+    def test_a_non_finite_number_option_is_refused_by_name(self, project, tmp_path, value):
+        # int(inf) raises OverflowError, which the option check let through as a crash.
+        path = write_jsonl(tmp_path / "x.jsonl", self.rows)
+        error = failed(project=project, path=path, format="oasst", options={"max_trees": value}).errors[0]
+        assert (error.field, error.line) == ("options.max_trees", None)
+        assert "must be a whole number" in error.message
+
     def test_missing_file(self, project, tmp_path):
         error = failed(project=project, path=tmp_path / "nope.jsonl", format="jsonl").errors[0]
         assert (error.field, error.message) == ("file", "not found")
@@ -430,6 +438,12 @@ MALFORMED_CASES = [
     ("unknown_field.jsonl", "jsonl", {}, {}, 1, "respones", "unknown field"),
     ("priority_not_int.jsonl", "jsonl", {}, {}, 1, "priority", "must be an integer"),
     ("nan_value.jsonl", "jsonl", {}, {}, 1, "json", "NaN is not valid JSON"),
+    # Python reads 1e400 as infinity, which the database refused for the whole import, unplaced.
+    ("number_too_large.jsonl", "jsonl", {}, {}, 1, "json", "the number 1e400 is too large"),
+    ("deep_nested.jsonl", "jsonl", {}, {}, 2, "json", "nested too deeply"),
+    ("pandalm_deep_nested.json", "pandalm", {}, {}, 3, "[1]", "nested too deeply"),
+    ("huge_priority.jsonl", "jsonl", {}, {}, 1, "priority", "is out of range"),
+    ("huge_response_id.jsonl", "jsonl", {}, {}, 1, "judgements[0].ranking", "[18446744073709551616] are not part"),
     ("empty.jsonl", "jsonl", {}, {}, 1, "file", "holds no records"),
     ("blank_lines_only.jsonl", "jsonl", {}, {}, 1, "file", "holds no records"),
     ("empty.jsonl", "pandalm", {}, {}, 1, "file", "holds no records"),

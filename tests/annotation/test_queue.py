@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation import services
+from annotation import queue_sql, services
 from annotation.models import Assignment, AssignmentState, Judgement, Membership, PairVote, Role, Task, TaskState
 from tests.factories import ProjectFactory, UserFactory, make_task
 
@@ -94,6 +95,32 @@ class TestClaim:
         task.refresh_from_db()
         assert task.state == TaskState.COMPLETE
         assert claim(project, b) is None
+
+    def test_a_task_the_annotator_judged_through_an_import_is_not_offered(self, project, annotator):
+        # Imported judgements have no assignment; offering the task anyway led to a submit
+        # that failed on the one-judgement-per-annotator constraint, every time.
+        judged = make_task(project, priority=5)
+        other = make_task(project)
+        services.judgement_import(
+            task=judged, annotator=annotator, tiers=[[r] for r in judged.response_ids()], allow_ties=False
+        )
+        lease = claim(project, annotator)
+        assert lease.task_id == other.pk
+        assert services.judgement_submit(assignment=lease, ranking=best_first(lease)).created
+        assert claim(project, annotator) is None
+
+    def test_a_lease_overtaken_by_an_import_of_the_same_judgement_ends_cleanly(self, project, annotator):
+        task = make_task(project)
+        lease = claim(project, annotator)
+        services.judgement_import(
+            task=task, annotator=annotator, tiers=[[r] for r in task.response_ids()], allow_ties=False
+        )
+        with pytest.raises(services.AlreadyFinished, match="imported"):
+            services.judgement_submit(assignment=lease, ranking=best_first(lease))
+        lease.refresh_from_db()
+        assert lease.state == AssignmentState.EXPIRED  # the lease is over, not stuck until it runs out
+        assert Judgement.objects.filter(task=task).count() == 1
+        assert claim(project, annotator) is None
 
 
 @pytest.mark.django_db
@@ -201,6 +228,42 @@ class TestSubmit:
         lease = claim(project, annotator)
         services.judgement_submit(assignment=lease, ranking=[task.response_ids()])
         assert PairVote.objects.get().winner == 0
+
+    @pytest.mark.parametrize("shape", ["a repeated tier", "nothing but repeats", "repeated within a tier"])
+    def test_a_duplicated_response_is_named(self, project, annotator, shape):
+        project.allow_ties = True
+        project.save()
+        make_task(project)
+        lease = claim(project, annotator)
+        a, b = lease.display_order
+        ranking = {
+            "a repeated tier": [[a], [a], [b]],
+            "nothing but repeats": [[a], [a]],
+            "repeated within a tier": [[a, a], [b]],
+        }[shape]
+        with pytest.raises(services.InvalidRanking) as caught:
+            services.judgement_submit(assignment=lease, ranking=ranking)
+        assert caught.value.message == f"responses [{a}] appear more than once"
+
+    @pytest.mark.timeout(60)  # the quadratic check took minutes on the 400k ranking
+    @pytest.mark.parametrize("n", [20_000, 400_000])
+    def test_a_huge_ranking_is_refused_at_once_without_taking_the_task_lock(self, project, annotator, monkeypatch, n):
+        """Issue 13: the check ran in quadratic time while holding the task lock (on SQLite,
+        the database's one write lock): 20,000 ids held it for seconds."""
+        make_task(project)
+        lease = claim(project, annotator)
+        locked: list[int] = []
+        real_lock = queue_sql.lock_task
+        monkeypatch.setattr(queue_sql, "lock_task", lambda task_id: locked.append(task_id) or real_lock(task_id))
+        extra = max(lease.display_order) + 1
+        ranking = [[rid] for rid in lease.display_order] + [[extra + i] for i in range(n - 2)]
+        started = time.perf_counter()
+        with pytest.raises(services.InvalidRanking, match=f"^the ranking names {n} responses; this task has 2$"):
+            services.judgement_submit(assignment=lease, ranking=ranking)
+        assert time.perf_counter() - started < 1.0
+        assert locked == []
+        assert services.judgement_submit(assignment=lease, ranking=best_first(lease)).created
+        assert locked == [lease.task_id]  # the spy does see the lock a real submit takes
 
 
 @pytest.mark.django_db

@@ -9,8 +9,11 @@ import uuid
 import pytest
 from django.test import Client
 
+from annotation import queue_sql
+from annotation.api.serializers import SUBMIT_MAX_BODY_BYTES
 from annotation.models import Assignment, Judgement, Membership, Role
 from annotation.services import assignment_claim_next, judgement_submit
+from arpad.http import SMALL_BODY_MAX_BYTES
 from tests.factories import UserFactory, make_task
 
 pytestmark = pytest.mark.django_db
@@ -219,3 +222,68 @@ def test_submit_next_is_scoped_to_the_callers_own_assignment_and_needs_csrf(proj
     strict.force_login(annotator)
     assert _post_json(strict, url, body).status_code == 403
     assert not Judgement.objects.exists()
+
+
+# --- hostile input (issue 13) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def lock_spy(monkeypatch) -> list[int]:
+    """The task ids that ``queue_sql.lock_task`` was called for."""
+    locked: list[int] = []
+    real = queue_sql.lock_task
+    monkeypatch.setattr(queue_sql, "lock_task", lambda task_id: locked.append(task_id) or real(task_id))
+    return locked
+
+
+def test_submit_next_refuses_hostile_bodies_cheaply_and_claims_nothing(client, project, annotator, task, lock_spy):
+    make_task(project)
+    assignment = _claimed(project, annotator)
+    client.force_login(annotator)
+    url = f"/projects/{project.pk}/annotate/assignments/{assignment.pk}/submit/"
+    token = str(uuid.uuid4())
+    deep = client.post(url, data='{"ranking": ' + "[" * 100_000 + "]" * 100_000 + "}", content_type="application/json")
+    assert deep.status_code == 400 and "nested deeper than" in deep.json()["detail"]
+    nan = client.post(
+        url, data='{"ranking": [[NaN]], "client_token": "' + token + '"}', content_type="application/json"
+    )
+    assert nan.status_code == 400 and "NaN is not valid JSON" in nan.json()["detail"]
+    extra = max(assignment.display_order) + 1
+    ranking = [[rid] for rid in assignment.display_order] + [[extra + i] for i in range(20_000 - 2)]
+    huge = _post_json(client, url, {"ranking": ranking, "client_token": token})
+    assert huge.status_code == 400
+    assert huge.json()["detail"] == "the ranking names 20000 responses; this task has 2"
+    assert lock_spy == []
+    assert Assignment.objects.filter(annotator=annotator).count() == 1
+    assert not Judgement.objects.exists()
+
+
+def test_bodies_over_the_labeling_endpoints_caps_are_413(client, project, annotator, task):
+    make_task(project)
+    assignment = _claimed(project, annotator)
+    other = UserFactory(username="annotator2")
+    Membership.objects.create(project=project, user=other, role=Role.ANNOTATOR)
+    cases = [
+        (other, f"/projects/{project.pk}/annotate/next/", SMALL_BODY_MAX_BYTES),
+        (annotator, f"/projects/{project.pk}/annotate/assignments/{assignment.pk}/submit/", SUBMIT_MAX_BODY_BYTES),
+    ]
+    for user, url, cap in cases:
+        client.force_login(user)
+        body = {"ranking": [[rid] for rid in assignment.display_order], "client_token": str(uuid.uuid4())}
+        response = _post_json(client, url, {**body, "padding": "x" * cap})
+        assert response.status_code == 413, url
+        assert response.json() == {
+            "detail": f"the request body is larger than {cap:,} bytes",
+            "code": "too_large",
+            "field": None,
+        }
+    assert list(Assignment.objects.values_list("annotator", flat=True)) == [annotator.pk]
+    assert not Judgement.objects.exists()
+
+
+@pytest.mark.parametrize("big", [2**63, 2**64])
+def test_ids_beyond_64_bits_are_404(client, project, annotator, task, big):
+    client.force_login(annotator)
+    assert client.post(f"/projects/{big}/annotate/next/").status_code == 404
+    assert client.get(f"/projects/{project.pk}/annotate/assignments/{big}/").status_code == 404
+    assert _post_json(client, f"/projects/{project.pk}/annotate/assignments/{big}/submit/").status_code == 404

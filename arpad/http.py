@@ -1,0 +1,129 @@
+"""Limits on what a request may send, for plain Django views and for DRF (``arpad.parsers``).
+
+- :func:`body_limit` caps one view's request body. Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+  is a single global cap (10 MiB, sized for the manager's forms); the annotators'
+  endpoints take a few hundred bytes, so they refuse more before anything reads or
+  parses it (issue 13).
+- :func:`loads_json` parses a JSON body with a nesting limit and without NaN/Infinity.
+  Python's parser recurses once per level: thousands of ``[`` raise RecursionError (a
+  500), and a structure just under the interpreter's limit can still overflow the stack
+  of whatever walks it next.
+
+Refusals use the platform's error shape, ``{"detail", "code", "field"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+# The cap of endpoints that take no body or a short one (a claim; a skip's reason of at
+# most 500 characters). A submit's cap is set beside its serializer.
+SMALL_BODY_MAX_BYTES = 64 * 1024
+# Deeper than any body the platform accepts (a submit is 3 levels), far below the
+# interpreter's recursion limit.
+MAX_JSON_DEPTH = 32
+
+
+class JSONInputError(ValueError):
+    """A body that is not JSON the platform accepts; the message says why."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JSONInputError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON that Python reads as infinity, which no database column stores.
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONInputError(f"the number {text} is too large")
+    return value
+
+
+def has_non_finite(value: Any) -> bool:
+    """Whether a parsed JSON value holds NaN or an infinity anywhere."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    # Iterative: walking a deep structure recursively is the very thing being refused.
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def loads_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, keep_non_finite: bool = False) -> Any:
+    """``json.loads`` that refuses NaN, infinities and nesting deeper than ``max_depth``.
+
+    Raises :class:`JSONInputError` (a ValueError) for those and for malformed JSON.
+    ``keep_non_finite`` reads NaN and infinities as floats instead, for a caller that
+    names the field holding one (see :func:`has_non_finite`).
+    """
+    hooks = {} if keep_non_finite else {"parse_constant": _reject_constant, "parse_float": _finite_float}
+    try:
+        value = json.loads(text, **hooks)
+    except RecursionError:
+        raise JSONInputError(f"JSON nested deeper than {max_depth} levels") from None
+    except JSONInputError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JSONInputError(str(exc)) from None
+    if isinstance(value, dict | list) and _deeper_than(value, max_depth):
+        raise JSONInputError(f"JSON nested deeper than {max_depth} levels")
+    return value
+
+
+def error_response(status: int, detail: str, *, code: str = "invalid", field: str | None = None) -> JsonResponse:
+    response = JsonResponse({"detail": detail, "code": code, "field": field}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def request_too_large(max_bytes: int) -> JsonResponse:
+    return error_response(413, f"the request body is larger than {max_bytes:,} bytes", code="too_large")
+
+
+def content_length(request: HttpRequest) -> int:
+    """The declared body size. Django reads no more than this, and nothing without it."""
+    try:
+        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+def body_limit(max_bytes: int) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Decorate a view so that a body over ``max_bytes`` is a 413 before the view runs.
+
+    For a DRF view, decorate its ``dispatch`` (``method_decorator(..., name="dispatch")``).
+    """
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if content_length(request) > max_bytes:
+                return request_too_large(max_bytes)
+            return view(request, *args, **kwargs)
+
+        return limited
+
+    return decorator
