@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "arpad",
+    "jobs",
     "annotation",
     "exports",
     "rewardmodel",
@@ -123,9 +124,8 @@ ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
 # Import limits: decompressed bytes of one import, and bytes of any single line or text field.
 ARPAD_IMPORT_MAX_BYTES = env_int("ARPAD_IMPORT_MAX_BYTES", 2 * 1024**3, minimum=1024)
 ARPAD_IMPORT_MAX_FIELD_CHARS = env_int("ARPAD_IMPORT_MAX_FIELD_CHARS", 200_000, minimum=100)
-# A running export snapshot whose heartbeat is older than this lost its worker: the reaper
-# queues it again (exports.services).
-EXPORT_STALE_AFTER_S = env_int("EXPORT_STALE_AFTER_S", 900, minimum=10)
+# The job lifecycle (jobs/conf.py) reads JOB_HEARTBEAT_STALE_SECONDS, JOB_MAX_ATTEMPTS and
+# JOB_PROGRESS_INTERVAL_SECONDS from the environment when a job needs them.
 # The largest body any endpoint reads, files apart (an import file streams to disk under
 # ARPAD_IMPORT_MAX_BYTES): the manager's forms. The annotators' endpoints cap theirs far
 # lower (arpad.http.body_limit).

@@ -34,7 +34,14 @@ def remove_temporary_files(snapshot: ExportSnapshot) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-@job_kind("export", model=ExportSnapshot, queue="default", retry=Retry.RESTART, cleanup=remove_temporary_files)
+@job_kind(
+    "export",
+    model=ExportSnapshot,
+    queue="default",
+    retry=Retry.RESTART,
+    title="export snapshot",
+    cleanup=remove_temporary_files,
+)
 def export_snapshot_execute(snapshot: ExportSnapshot, ctx: JobContext) -> None:
     """The ``export`` job kind: write the files, publish them under their hash, succeed."""
     root = exports_root()

@@ -20,7 +20,6 @@ from annotation.models import (
     Assignment,
     AssignmentState,
     ImportJob,
-    ImportJobState,
     Judgement,
     Membership,
     Project,
@@ -35,6 +34,7 @@ from annotation.project_services import setting_bounds
 from annotation.queue_sql import ID_MAX
 from arpad.api.serializers import MessagesField, NamedChoiceField
 from arpad.http import JSONInputError, has_non_finite, loads_json
+from jobs.api.serializers import JOB_FIELDS, JobSerializer
 
 # Columns the database stores as 32-bit integers; larger values would be a 500 on PostgreSQL.
 _INT32_MAX = 2**31 - 1
@@ -293,37 +293,15 @@ class TaskManagerDetailSerializer(TaskDetailSerializer):
 # --- imports --------------------------------------------------------------------------------
 
 
-class ImportErrorSerializer(serializers.Serializer):
-    file = serializers.CharField(allow_null=True)
-    line = serializers.IntegerField(allow_null=True)
-    field = serializers.CharField(allow_null=True)
-    message = serializers.CharField()
+class ImportJobSerializer(JobSerializer, serializers.ModelSerializer):
+    """An import: the job shape of every kind (``jobs.api``), the file, its options and the summary."""
 
-
-class ImportJobSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
-    errors = ImportErrorSerializer(many=True, read_only=True)
     summary = serializers.DictField(read_only=True)
     options = serializers.DictField(read_only=True)
-    state = NamedChoiceField(enum_name="ImportJobStateEnum", choices=ImportJobState.choices, read_only=True)
 
     class Meta:
         model = ImportJob
-        fields = [
-            "id",
-            "format",
-            "options",
-            "file_name",
-            "state",
-            "progress",
-            "summary",
-            "errors",
-            "attempts",
-            "created_by",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
+        fields = [*JOB_FIELDS, "format", "options", "file_name", "summary"]
         read_only_fields = fields
 
 

@@ -16,6 +16,11 @@ urlpatterns = [
     path("projects/<int:project_id>/judgements/", views.JudgementListView.as_view(), name="api-judgements"),
     path("projects/<int:project_id>/imports/", views.ImportListView.as_view(), name="api-imports"),
     path("projects/<int:project_id>/imports/<int:job_id>/", views.ImportDetailView.as_view(), name="api-import"),
+    path(
+        "projects/<int:project_id>/imports/<int:job_id>/cancel/",
+        views.ImportCancelView.as_view(),
+        name="api-import-cancel",
+    ),
     path("assignments/<int:assignment_id>/submit/", views.SubmitView.as_view(), name="api-submit"),
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="api-skip"),
     path("projects/<int:project_id>/agreement/", report_views.AgreementReportView.as_view(), name="api-agreement"),

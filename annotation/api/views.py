@@ -54,6 +54,7 @@ from arpad.api.permissions import CanCreateProjects, IsProjectManager, IsProject
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import ProjectScopedMixin, RefusalMixin
 from arpad.http import SMALL_BODY_MAX_BYTES, body_limit
+from jobs.api.views import KindCancelView, cancel_schema
 
 _QUEUE_ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Refused: code invalid or invalid_ranking, with field."),
@@ -444,3 +445,11 @@ class ImportDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
 
     def get_object(self) -> ImportJob:
         return get_object_or_404(self.get_queryset(), pk=self.kwargs["job_id"])
+
+
+@cancel_schema(s.ImportJobSerializer, "import")
+class ImportCancelView(KindCancelView):
+    """Cancel an import: a queued one at once, a running one at its next progress report (nothing is written)."""
+
+    model = ImportJob
+    serializer_class = s.ImportJobSerializer

@@ -9,9 +9,9 @@ from rest_framework import serializers
 
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS
 from annotation.project_preview import MAX_PREVIEW_CURVES
-from arpad.api.serializers import NamedChoiceField
-from exports.models import ExportSnapshot, ExportState
+from exports.models import ExportSnapshot
 from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS
+from jobs.api.serializers import JOB_FIELDS, JobSerializer
 
 
 class ExportCreateSerializer(serializers.Serializer):
@@ -44,36 +44,23 @@ class ExportFileSerializer(serializers.Serializer):
     rows = serializers.IntegerField(allow_null=True)
 
 
-class ExportErrorSerializer(serializers.Serializer):
-    message = serializers.CharField()
+class ExportSnapshotSerializer(JobSerializer, serializers.ModelSerializer):
+    """A snapshot: the job shape of every kind (``jobs.api``), its parameters, counts and files."""
 
-
-class ExportSnapshotSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
-    state = NamedChoiceField(enum_name="ExportStateEnum", choices=ExportState.choices, read_only=True)
     params = serializers.DictField(read_only=True)
     counts = serializers.DictField(read_only=True)
-    errors = ExportErrorSerializer(many=True, read_only=True)
     files = serializers.SerializerMethodField()
 
     class Meta:
         model = ExportSnapshot
         fields = [
-            "id",
-            "state",
-            "progress",
+            *JOB_FIELDS,
             "params",
             "counts",
             "content_hash",
             "source_judgements",
             "source_max_judgement_id",
-            "errors",
-            "attempts",
             "files",
-            "created_by",
-            "created_at",
-            "started_at",
-            "finished_at",
         ]
         read_only_fields = fields
 

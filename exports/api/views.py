@@ -3,8 +3,9 @@
 ``POST /projects/{id}/exports/`` queues a snapshot (202) for a worker on the default queue;
 ``GET`` lists them, ``GET .../exports/{export_id}/`` shows one with its manifest, and
 ``GET .../exports/{export_id}/files/{name}`` streams one of its files as an attachment,
-and ``POST .../exports/{export_id}/cancel/`` cancels a queued or running one (a running
-worker stops at its next chunk; 409 when the snapshot had already finished).
+and ``POST .../exports/{export_id}/cancel/`` cancels a queued or running one (the cancel of
+every job kind, ``jobs.api.views.KindCancelView``: 202; a running worker stops at its next
+chunk; 409 when the snapshot had already finished).
 
 ``GET /projects/{id}/exports/preview/?tie_policy=&weighting=&min_reliability=&exclude_annotators=``
 answers :func:`annotation.project_preview.project_preview`: how many response pairs an
@@ -47,7 +48,8 @@ from exports.api.serializers import (
 from exports.enqueue import enqueue_export
 from exports.models import ExportSnapshot
 from exports.params import InvalidParams
-from exports.services import export_params_resolve, export_snapshot_cancel, export_snapshot_create, snapshot_directory
+from exports.services import export_params_resolve, export_snapshot_create, snapshot_directory
+from jobs.api.views import KindCancelView, cancel_schema
 
 _CONTENT_TYPES = {
     ".jsonl": "application/x-ndjson",
@@ -138,31 +140,13 @@ class ExportFileView(ProjectScopedMixin, APIView):
         )
 
 
-class ExportCancelView(ProjectScopedMixin, APIView):
+@cancel_schema(ExportSnapshotSerializer, "snapshot")
+class ExportCancelView(KindCancelView):
     """Cancel a queued or running snapshot (managers only): it never publishes files."""
 
-    permission_classes = [IsAuthenticated, IsProjectManager]
-
-    @extend_schema(
-        request=None,
-        responses={
-            200: ExportSnapshotSerializer,
-            404: OpenApiResponse(description="No such snapshot in this project."),
-            409: OpenApiResponse(ErrorSerializer, description="The snapshot had finished (code already_finished)."),
-        },
-    )
-    def post(self, request: Request, project_id: int, export_id: int) -> Response:
-        snapshot = get_object_or_404(ExportSnapshot.objects.filter(project=self.project), pk=export_id)
-        if not export_snapshot_cancel(snapshot_id=snapshot.pk, user=request.user):
-            snapshot.refresh_from_db()
-            return refusal_response(
-                f"This export is {snapshot.state}: it can no longer be cancelled.",
-                code="already_finished",
-                status=status.HTTP_409_CONFLICT,
-            )
-        snapshot.refresh_from_db()
-        context = {"request": request, "view": self}
-        return Response(ExportSnapshotSerializer(snapshot, context=context).data, status=status.HTTP_200_OK)
+    model = ExportSnapshot
+    lookup_url_kwarg = "export_id"
+    serializer_class = ExportSnapshotSerializer
 
 
 class ExportPreviewView(ProjectScopedMixin, APIView):

@@ -33,6 +33,7 @@ JOB_FIELDS = [
     "log_tail",
     "trigger",
     "created_by",
+    "cancelled_by",
     "created_at",
     "started_at",
     "finished_at",
@@ -70,6 +71,7 @@ class JobSerializer(serializers.Serializer):
     log_tail = serializers.ListField(child=serializers.CharField(), read_only=True)
     trigger = NamedChoiceField(enum_name="JobTriggerEnum", choices=JobTrigger.choices, read_only=True)
     created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    cancelled_by = serializers.CharField(source="cancelled_by.username", read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)
     finished_at = serializers.DateTimeField(read_only=True, allow_null=True)

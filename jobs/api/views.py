@@ -52,6 +52,44 @@ class _JobView(ProjectScopedMixin, APIView):
         return job
 
 
+class KindCancelView(ProjectScopedMixin, APIView):
+    """``POST .../{id}/cancel/`` of a kind's own API: the generic cancel, answered in the kind's shape.
+
+    A subclass names the ``model``, the URL keyword of the job id and the kind's
+    ``serializer_class`` (a subclass of ``JobSerializer``), and documents its response.
+    """
+
+    permission_classes = [IsAuthenticated, IsProjectManager]
+    model: Any = None
+    lookup_url_kwarg = "job_id"
+    serializer_class: Any = JobSerializer
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        job = self.model.objects.filter(project=self.project, pk=kwargs[self.lookup_url_kwarg]).first()
+        if job is None:
+            raise Http404("No such job in this project.")
+        try:
+            job = job_cancel(job=job, user=request.user)
+        except JobAlreadyFinished as exc:
+            return refusal_response(str(exc), code="already_finished", status=409)
+        job = self.model.objects.get(pk=job.pk)
+        data = self.serializer_class(job, context={"request": request, "view": self}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
+
+
+def cancel_schema(serializer: Any, what: str) -> Any:
+    """The OpenAPI description every kind's cancel endpoint shares."""
+    return extend_schema(
+        request=None,
+        description=f"Cancel: a queued {what} at once, a running one at its next step; 409 once it finished.",
+        responses={
+            202: serializer,
+            404: OpenApiResponse(description=f"No such {what} in this project."),
+            409: OpenApiResponse(ErrorSerializer, description="Already finished (code already_finished)."),
+        },
+    )
+
+
 class JobListView(_JobView):
     @extend_schema(
         parameters=[

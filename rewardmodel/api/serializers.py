@@ -7,48 +7,32 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from arpad.api.serializers import MessagesField, NamedChoiceField
-from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState, RunTrigger
+from arpad.api.serializers import MessagesField
+from jobs.api.serializers import JOB_FIELDS, JobSerializer
+from rewardmodel.models import RewardModelRun, RewardModelVersion
 
 
-class RunSerializer(serializers.ModelSerializer):
-    """A run as listed: state, progress and lineage, without its history."""
+class RunSerializer(JobSerializer, serializers.ModelSerializer):
+    """A run as listed: the job shape of every kind (``jobs.api``) and its lineage, without its history."""
 
-    state = NamedChoiceField(enum_name="RewardModelRunStateEnum", choices=RunState.choices, read_only=True)
-    trigger = NamedChoiceField(enum_name="RewardModelRunTriggerEnum", choices=RunTrigger.choices, read_only=True)
     snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
     parent_version = serializers.SerializerMethodField()
     version = serializers.SerializerMethodField()
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
     config = serializers.DictField(read_only=True)
     metrics = serializers.DictField(read_only=True)
 
     class Meta:
         model = RewardModelRun
         fields = [
-            "id",
-            "state",
-            "trigger",
-            "progress",
-            "step",
-            "total_steps",
+            *JOB_FIELDS,
             "snapshot",
             "base_model",
             "parent_version",
             "version",
             "config",
             "metrics",
-            "attempts",
-            "max_attempts",
-            "heartbeat_at",
             "checkpoint_step",
             "resumed_from_step",
-            "cancel_requested",
-            "error",
-            "created_by",
-            "created_at",
-            "started_at",
-            "finished_at",
         ]
         read_only_fields = fields
 
@@ -68,11 +52,10 @@ class RunDetailSerializer(RunSerializer):
         read_only=True,
         help_text='Points {"kind": "step"|"eval", "step": n, ...metrics}; older step points thinned.',
     )
-    log_tail = serializers.ListField(child=serializers.CharField(), read_only=True)
     info = serializers.DictField(read_only=True)
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "info", "metrics_history", "log_tail"]
+        fields = [*RunSerializer.Meta.fields, "info", "metrics_history"]
         read_only_fields = fields
 
 

@@ -23,12 +23,12 @@ from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import ProjectScopedMixin, RefusalMixin
 from exports.models import ExportSnapshot, ExportState
+from jobs.api.views import KindCancelView, cancel_schema
 from rewardmodel import conf
 from rewardmodel.api import serializers as s
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.services import (
     RewardModelError,
-    reward_model_run_cancel,
     reward_model_run_create,
     reward_model_version_activate,
     reward_model_versions_compare,
@@ -127,21 +127,13 @@ class RunDetailView(ManagerScoped, generics.RetrieveAPIView):
         return get_object_or_404(self.runs(), pk=self.kwargs["run_id"])
 
 
-class RunCancelView(ManagerScoped, APIView):
+@cancel_schema(s.RunSerializer, "run")
+class RunCancelView(KindCancelView):
     """Cancel a run: a queued run at once, a running one at its next training step."""
 
-    @extend_schema(
-        request=None,
-        responses={
-            200: s.RunSerializer,
-            409: OpenApiResponse(ErrorSerializer, description="Already finished."),
-            **_ERRORS,
-        },
-    )
-    def post(self, request: Request, project_id: int, run_id: int) -> Response:
-        run = get_object_or_404(self.runs(), pk=run_id)
-        run = reward_model_run_cancel(run=run)
-        return Response(s.RunSerializer(self.runs().get(pk=run.pk)).data)
+    model = RewardModelRun
+    lookup_url_kwarg = "run_id"
+    serializer_class = s.RunSerializer
 
 
 class VersionListView(ManagerScoped, generics.ListAPIView):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from annotation import import_jobs
+from annotation import jobs as import_kind
 from annotation.import_enqueue import enqueue_import
 from annotation.import_jobs import import_job_run
 from annotation.models import ImportJob, ImportJobState, Prompt, Task
-from annotation.tasks import run_import_job
 
 API = "/api/v1"
 
@@ -41,11 +43,9 @@ def artifacts(settings, tmp_path) -> Path:
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list[dict]:
+def sent(job_messages):
     """Messages sent to the broker, instead of sending them."""
-    calls: list[dict] = []
-    monkeypatch.setattr(run_import_job, "delay", lambda **kwargs: calls.append(kwargs))
-    return calls
+    return job_messages
 
 
 def upload(client, project, content: bytes, *, name="items.jsonl", format="jsonl", options=None):
@@ -67,7 +67,7 @@ class TestUpload:
         body = response.json()
         assert body["state"] == "queued" and body["file_name"] == "items.jsonl" and body["created_by"] == "manager"
         assert "file_path" not in body
-        assert len(callbacks) == 1 and sent == [{"job_id": body["id"]}]
+        assert len(callbacks) == 1 and sent == [("import", body["id"], "default")]
 
         job = ImportJob.objects.get(pk=body["id"])
         stored = Path(job.file_path)
@@ -75,7 +75,7 @@ class TestUpload:
         assert stored.read_bytes() == jsonl(GOOD)
         assert not Task.objects.exists()  # nothing happens before the worker runs
 
-        run_import_job(**sent[0])  # what the worker does with the message
+        sent.run(0)  # what the worker does with the message
 
         detail = client.get(f"{API}/projects/{project.pk}/imports/{job.pk}/").json()
         assert detail["state"] == "succeeded" and detail["progress"] == 1.0
@@ -160,11 +160,7 @@ class TestUpload:
         response = client_for(manager).post(f"{API}/projects/{project.pk}/imports/", {"format": "jsonl"}, format="json")
         assert response.status_code == 415
 
-    def test_an_unreachable_broker_fails_the_job_visibly(self, project, manager, monkeypatch):
-        def broker_down(**kwargs):
-            raise ConnectionRefusedError("connection refused")
-
-        monkeypatch.setattr(run_import_job, "delay", broker_down)
+    def test_an_unreachable_broker_fails_the_job_visibly(self, project, manager, broker_down):
         response = upload(client_for(manager), project, jsonl(GOOD))
         enqueue_import(response.json()["id"])
         job = ImportJob.objects.get()
@@ -211,25 +207,30 @@ class TestRun:
 
     def test_a_job_left_running_by_a_dead_worker_runs_again(self, project, job):
         created = job(jsonl(GOOD))
-        ImportJob.objects.filter(pk=created.pk).update(state=ImportJobState.RUNNING, attempts=1)
+        ImportJob.objects.filter(pk=created.pk).update(
+            state=ImportJobState.RUNNING,
+            attempts=1,
+            worker="dead",
+            owner_token="dead",
+            heartbeat_at=timezone.now() - timedelta(hours=1),
+        )
         result = import_job_run(job_id=created.pk)
         assert result.state == ImportJobState.SUCCEEDED and result.attempts == 2
         assert Task.objects.count() == 2
 
     def test_a_crash_fails_the_job_with_one_line_and_applies_nothing(self, project, job, monkeypatch):
-        real_import = import_jobs.import_file
+        real_import = import_kind.import_file
 
         def crash_after_writing(**kwargs):
             real_import(**kwargs)  # everything written ...
             raise RuntimeError("disk on fire\nsecond line of detail")  # ... then a crash
 
-        monkeypatch.setattr(import_jobs, "import_file", crash_after_writing)
+        monkeypatch.setattr(import_kind, "import_file", crash_after_writing)
         created = job(jsonl(GOOD))
         result = import_job_run(job_id=created.pk)
         assert result.state == ImportJobState.FAILED
-        assert result.errors == [
-            {"file": "items.jsonl", "line": None, "field": None, "message": "RuntimeError: disk on fire"}
-        ]
+        assert result.error == "RuntimeError: disk on fire" and "second line of detail" in result.traceback
+        assert result.errors == [{"message": "RuntimeError: disk on fire"}]
         assert not Prompt.objects.exists() and not Task.objects.exists()
 
 
@@ -251,7 +252,7 @@ def test_progress_is_visible_while_the_import_runs(postgres_only, project, manag
 
     response = upload(client_for(manager), project, jsonl(GOOD))
     job = ImportJob.objects.get(pk=response.json()["id"])
-    monkeypatch.setattr(import_jobs, "import_file", slow_import)
+    monkeypatch.setattr(import_kind, "import_file", slow_import)
     assert import_job_run(job_id=job.pk).state == ImportJobState.FAILED
     assert seen == [0.4]
 
@@ -259,7 +260,7 @@ def test_progress_is_visible_while_the_import_runs(postgres_only, project, manag
 @pytest.mark.django_db(transaction=True)
 def test_a_duplicate_delivery_that_loses_the_race_rolls_back(postgres_only, project, manager, sent, monkeypatch):
     """Two deliveries of one message ran at once; the other committed first, so this one undoes itself."""
-    real_import = import_jobs.import_file
+    real_import = import_kind.import_file
 
     def other_delivery_finishes_meanwhile(**kwargs):
         summary = real_import(**kwargs)
@@ -267,7 +268,8 @@ def test_a_duplicate_delivery_that_loses_the_race_rolls_back(postgres_only, proj
         try:
             with other.cursor() as cursor:
                 cursor.execute(
-                    "UPDATE annotation_importjob SET state = 'succeeded', summary = '{\"by\": \"other\"}' WHERE id = %s",
+                    "UPDATE annotation_importjob SET state = 'succeeded', progress = 1, finished_at = now(), "
+                    "owner_token = '', summary = '{\"by\": \"other\"}' WHERE id = %s",
                     [job.pk],
                 )
         finally:
@@ -276,7 +278,7 @@ def test_a_duplicate_delivery_that_loses_the_race_rolls_back(postgres_only, proj
 
     response = upload(client_for(manager), project, jsonl(GOOD))
     job = ImportJob.objects.get(pk=response.json()["id"])
-    monkeypatch.setattr(import_jobs, "import_file", other_delivery_finishes_meanwhile)
+    monkeypatch.setattr(import_kind, "import_file", other_delivery_finishes_meanwhile)
     result = import_job_run(job_id=job.pk)
     assert result.state == ImportJobState.SUCCEEDED and result.summary == {"by": "other"}
     assert not Task.objects.exists()  # this run's rows were rolled back (the other run's are its own)

@@ -14,11 +14,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from annotation.models import Response
-from exports import services
+from exports import jobs as export_jobs
 from exports import snapshot as snapshot_module
 from exports.models import ExportSnapshot, ExportState
 from exports.params import InvalidParams
-from exports import jobs as export_jobs
 from exports.services import export_snapshot_cancel, export_snapshot_create, export_snapshot_run
 from jobs.conf import heartbeat_stale_seconds
 from jobs.lifecycle import jobs_reap

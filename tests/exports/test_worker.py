@@ -7,7 +7,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from exports.models import ExportSnapshot, ExportState
-from exports.tasks import run_export_snapshot
+from jobs.lifecycle import deliver, jobs_reap
+from jobs.registry import get_kind
 from tests.exports.helpers import add_task, judge, ranking_project
 
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(180)]
@@ -56,7 +57,7 @@ def test_worker_exports_and_the_manager_downloads(celery_worker_process, artifac
     assert len(b"".join(download.streaming_content).splitlines()) == 60
 
     # The broker delivers the same message again: the finished row makes it a no-op.
-    run_export_snapshot.delay(snapshot_id=snapshot_id)
+    deliver("export", snapshot_id)
     second = client.post(f"/api/v1/projects/{project.pk}/exports/", {"batch_pairs": 6}, format="json").json()
     again = celery_worker_process(lambda: finished(second["id"]), timeout=120, what="the second export")
     assert ExportSnapshot.objects.get(pk=snapshot_id).attempts == 1
@@ -82,19 +83,21 @@ def test_the_reaper_resends_a_dead_run_to_the_real_worker_and_a_cancelled_one_st
     # A cancelled snapshot whose message still reaches the worker: the worker does nothing.
     cancelled = services.export_snapshot_create(project=project, params={}, user=None)
     assert services.export_snapshot_cancel(snapshot_id=cancelled.pk)
-    run_export_snapshot.delay(snapshot_id=cancelled.pk)
+    deliver("export", cancelled.pk)
 
     # A worker died mid-run an hour ago: still "running", heartbeat stale, one attempt used.
     dead = services.export_snapshot_create(project=project, params={"threshold": 0.6}, user=None)
     ExportSnapshot.objects.filter(pk=dead.pk).update(
         state=ExportState.RUNNING,
         attempts=1,
-        run_token="dead-worker",
+        owner_token="dead-worker",
+        worker="dead",
         started_at=timezone.now() - timedelta(hours=1),
-        heartbeat_at=timezone.now() - services.stale_after() - timedelta(minutes=1),
+        heartbeat_at=timezone.now() - timedelta(hours=1),
     )
-    # What beat runs every few minutes; its message goes through the broker to the worker.
-    assert services.export_snapshots_reap() == {"requeued": [dead.pk], "failed": []}
+    # What beat runs every minute; its message goes through the broker to the worker.
+    reaped = jobs_reap(kinds=[get_kind("export")])
+    assert [(r.job_id, r.outcome) for r in reaped] == [(dead.pk, "requeued")]
     done = celery_worker_process(lambda: finished(dead.pk), timeout=120, what="the reaped export")
     assert done.state == ExportState.SUCCEEDED and done.attempts == 2, done.errors
     assert (artifacts / done.path / "pairs.jsonl").is_file()

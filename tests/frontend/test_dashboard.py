@@ -45,7 +45,6 @@ def page_urls(project_id: int) -> list[str]:
     return [
         reverse("project-dashboard", args=[project_id]),
         reverse("project-exports", args=[project_id]),
-        reverse("project-exports-table", args=[project_id]),
     ]
 
 
@@ -258,9 +257,11 @@ def test_creating_a_snapshot_then_downloading_it(
     assert snapshot.params["exclude_annotators"] == [judged.memberships.get(user__username="ann-3").user_id]
     assert snapshot.params["threshold"] == 0.6 and snapshot.params["min_votes"] == 2
 
-    table_url = reverse("project-exports-table", args=[judged.pk])
+    table_url = reverse("project-exports", args=[judged.pk])
     fragment = client.get(table_url).content.decode()
     assert 'data-state="queued"' in fragment and "<progress" in fragment and "not ready" in fragment
+    # The row's bar is the shared job component, following the generic job endpoint.
+    assert f'data-job-url="/api/v1/projects/{judged.pk}/jobs/export/{snapshot.pk}/"' in fragment
 
     export_snapshot_run(snapshot_id=snapshot.pk)
     snapshot.refresh_from_db()
@@ -426,7 +427,7 @@ def test_cancelling_a_queued_snapshot(client, judged, manager, annotator, outsid
 
     snapshot = export_snapshot_create(project=judged, params={}, user=manager)
     foreign = export_snapshot_create(project=other_project, params={}, user=None)
-    url = reverse("project-export-cancel", args=[judged.pk, snapshot.pk])
+    url = reverse("job-cancel", args=[judged.pk, "export", snapshot.pk])
     client.force_login(outsider)
     assert client.post(url).status_code == 404
     client.force_login(annotator)
@@ -434,21 +435,23 @@ def test_cancelling_a_queued_snapshot(client, judged, manager, annotator, outsid
     client.force_login(manager)
     assert client.get(url).status_code == 405
     # Another project's snapshot under this project's URL does not exist.
-    assert client.post(reverse("project-export-cancel", args=[judged.pk, foreign.pk])).status_code == 404
+    assert client.post(reverse("job-cancel", args=[judged.pk, "export", foreign.pk])).status_code == 404
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(manager)
     assert strict.post(url).status_code == 403
     snapshot.refresh_from_db()
     assert snapshot.state == ExportState.QUEUED
 
-    fragment = client.get(reverse("project-exports-table", args=[judged.pk])).content.decode()
+    page = reverse("project-exports", args=[judged.pk])
+    fragment = client.get(page).content.decode()
     assert f'action="{url}"' in fragment and "csrfmiddlewaretoken" in fragment
-    response = client.post(url, follow=True)
+    response = client.post(url, {"next": page}, follow=True)
     snapshot.refresh_from_db()
     assert snapshot.state == ExportState.CANCELLED and snapshot.cancelled_by == manager
-    assert f"Export {snapshot.pk} cancelled" in response.content.decode()
+    assert response.redirect_chain[-1][0] == page
+    assert f"Export snapshot {snapshot.pk} was cancelled" in response.content.decode()
     assert 'data-state="cancelled"' in response.content.decode() and f'action="{url}"' not in response.content.decode()
-    again = client.post(url, follow=True)
+    again = client.post(url, {"next": page}, follow=True)
     assert "had already finished" in again.content.decode()
     foreign.refresh_from_db()
     assert foreign.state == ExportState.QUEUED

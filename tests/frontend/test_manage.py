@@ -268,12 +268,14 @@ def test_upload_queues_a_job_and_the_page_shows_its_result(mclient, project, dja
     assert job.state == ImportJobState.QUEUED and len(callbacks) == 1  # sent to the worker after commit
 
     body = mclient.get(f"{url}?job={job.pk}").content.decode()
-    assert f'data-status-url="/api/v1/projects/{project.pk}/imports/{job.pk}/"' in body
+    # The shared job component follows the job, and offers to cancel it while it is live.
+    assert f'data-job-url="/api/v1/projects/{project.pk}/jobs/import/{job.pk}/" data-state="queued"' in body
+    assert 'id="job-cancel"' in body
 
     import_job_run(job_id=job.pk)  # what the worker does with the message
     body = mclient.get(f"{url}?job={job.pk}").content.decode()
     assert "Imported 2 prompt(s), 4 response(s), 2 task(s)" in body
-    assert "data-status-url" not in body  # finished: nothing left to follow
+    assert 'data-state="succeeded"' in body and 'id="job-cancel"' not in body  # finished: nothing to follow
     assert Task.objects.filter(project=project).count() == 2
 
 

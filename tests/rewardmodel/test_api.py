@@ -131,7 +131,11 @@ def test_cancel_a_queued_run(project, manager, trained, tiny_base, sent):
     client = client_for(manager)
     run_id = client.post(url(project, "runs/"), {"base_model": str(tiny_base)}, format="json").json()["id"]
     response = client.post(url(project, f"runs/{run_id}/cancel/"))
-    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+    # The cancel of every job kind: 202 with the kind's shape; a second one is a conflict.
+    assert response.status_code == 202 and response.json()["state"] == "cancelled"
+    assert response.json()["cancelled_by"] == "manager" and response.json()["kind"] == "reward_model"
+    again = client.post(url(project, f"runs/{run_id}/cancel/"))
+    assert again.status_code == 409 and again.json()["code"] == "already_finished"
 
 
 def test_versions_activate_and_score(project, manager, trained):
