@@ -101,7 +101,12 @@ def test_at_most_one_active_version_per_project(snapshot):
     # Another project has its own active version.
     project = ProjectFactory()
     theirs = ExportSnapshot.objects.create(
-        project=project, state=ExportState.SUCCEEDED, progress=1.0, finished_at=timezone.now(), content_hash="a", path="p"
+        project=project,
+        state=ExportState.SUCCEEDED,
+        progress=1.0,
+        finished_at=timezone.now(),
+        content_hash="a",
+        path="p",
     )
     new_version(new_run(theirs), 1, is_active=True)
 
