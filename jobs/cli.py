@@ -112,17 +112,18 @@ def finish_job_command(command: BaseCommand, job: Any, options: dict[str, Any]) 
         )
         return job
     if job.state != JobState.SUCCEEDED:
-        for line in job.log_tail[-10:]:
+        # The details (an import's file:line: field: message) when there are some, else the log's end.
+        details = [d for d in job.errors if d != {"message": job.error}]
+        for line in [_detail(d) for d in details] or job.log_tail[-10:]:
             command.stderr.write(line)
-        for detail in [d for d in job.errors if d != {"message": job.error}][:20]:
-            command.stderr.write(_detail(detail))
         raise CommandError(f"{kind.title} {job.pk} {job.state}: {job.error or 'no error recorded'}")
     return job
 
 
 def _detail(detail: Any) -> str:
+    """``file:line: field: message``, leaving out what the detail does not have."""
     if not isinstance(detail, dict):
         return str(detail)
     where = ":".join(str(detail[k]) for k in ("file", "line") if detail.get(k) is not None)
-    field = f" {detail['field']}:" if detail.get("field") else ""
-    return f"{where}{field} {detail.get('message', '')}".strip()
+    parts = [part for part in (where, detail.get("field"), detail.get("message", "")) if part]
+    return ": ".join(str(part) for part in parts)

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 
 from annotation.importers import FORMATS, MAX_ERRORS, ImportFailed, ImportSummary, import_file
 from annotation.models import (
+    ImportJob,
     Judgement,
     JudgementSource,
     Membership,
@@ -958,18 +959,36 @@ class TestCommand:
         )
         out = StringIO()
         call_command(
-            "import_data", str(path), project=project.pk, format="hh-rlhf", option=["divergent=skip"], stdout=out
+            "import_data",
+            str(path),
+            project=project.pk,
+            format="hh-rlhf",
+            option=["divergent=skip"],
+            inline=True,
+            stdout=out,
         )
         text = out.getvalue()
         assert "1 tasks" in text and "skipped 1 record(s)" in text and "hh.jsonl:2:" in text
         assert Task.objects.count() == 1
+
+    def test_without_inline_the_import_is_a_job_queued_for_a_worker(
+        self, project, tmp_path, job_messages, django_capture_on_commit_callbacks
+    ):
+        path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "Q", "responses": ["a", "b"]}])
+        out = StringIO()
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("import_data", str(path), project=project.pk, format="jsonl", stdout=out)
+        job = ImportJob.objects.get()
+        assert job_messages == [("import", job.pk, "default")] and job.trigger == "cli"
+        assert f"import {job.pk} queued on the default queue" in out.getvalue() and not Task.objects.exists()
+        assert job_messages.run().state == "succeeded" and Task.objects.count() == 1
 
     def test_failure_lists_every_error_and_exits_non_zero(self, project, tmp_path):
         path = tmp_path / "bad.jsonl"
         path.write_text('nope\n{"prompt": "", "responses": ["a", "b"]}\n')
         err = StringIO()
         with pytest.raises(CommandError, match="2 error"):
-            call_command("import_data", str(path), project=project.pk, format="jsonl", stderr=err)
+            call_command("import_data", str(path), project=project.pk, format="jsonl", inline=True, stderr=err)
         assert err.getvalue().splitlines() == [
             "bad.jsonl:1: json: invalid JSON: Expecting value: line 1 column 1 (char 0)",
             "bad.jsonl:2: prompt: is empty",
@@ -984,7 +1003,9 @@ class TestCommand:
             call_command("import_data", str(path), project=project.pk, format="jsonl", option=["novalue"])
         err = StringIO()
         with pytest.raises(CommandError):
-            call_command("import_data", str(path), project=project.pk, format="jsonl", option=["x=1"], stderr=err)
+            call_command(
+                "import_data", str(path), project=project.pk, format="jsonl", option=["x=1"], inline=True, stderr=err
+            )
         assert "x.jsonl: options.x: unknown option" in err.getvalue()
 
     def test_list_options(self):

@@ -1,7 +1,10 @@
-"""``manage.py import_data --project ID --format FMT FILE [--option KEY=VALUE ...]``.
+"""``manage.py import_data --project ID --format FMT FILE [--option KEY=VALUE ...] [--wait | --inline]``.
 
-Imports one file into a project, all or nothing, and prints what was created. A refused
-import prints every error as ``file:line: field: message`` on stderr and exits non-zero.
+Imports one file into a project, all or nothing, as an import job (the job commands'
+pattern, ``jobs.cli``): the file is stored under ``ARTIFACT_ROOT/imports`` like an upload,
+and the job is queued for a worker (``--wait`` follows it with a progress bar) or run here
+(``--inline``). A finished import prints what was created; a refused one prints every
+error as ``file:line: field: message`` on stderr and exits non-zero.
 """
 
 from __future__ import annotations
@@ -9,10 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
-from annotation.importers import FORMATS, ImportFailed, format_options, import_file
+from annotation.import_jobs import import_job_create, import_job_send
+from annotation.importers import FORMATS, format_options
 from annotation.models import Project
+from jobs.cli import add_job_arguments, finish_job_command
+from jobs.models import JobTrigger
 
 
 class Command(BaseCommand):
@@ -30,6 +38,7 @@ class Command(BaseCommand):
             help="format option, repeatable (e.g. --option divergent=skip); --list-options shows them",
         )
         parser.add_argument("--list-options", action="store_true", help="list the format's options and exit")
+        add_job_arguments(parser, inline_help="import here instead of on a worker")
 
     def handle(self, *args: Any, **options: Any) -> None:
         fmt = options["format"]
@@ -48,20 +57,27 @@ class Command(BaseCommand):
             if not sep or not key.strip():
                 raise CommandError(f"--option {raw!r}: write KEY=VALUE")
             format_options_given[key.strip()] = value
-        progress = self._progress if options["verbosity"] >= 2 else None
-        try:
-            summary = import_file(
-                project=project, path=options["file"], format=fmt, options=format_options_given, progress=progress
+        path: Path = options["file"]
+        if not path.is_file():
+            raise CommandError(f"{path}: no such file")
+        with path.open("rb") as handle, transaction.atomic():
+            job = import_job_create(
+                project=project,
+                user=None,
+                uploaded_file=File(handle, name=path.name),
+                format=fmt,
+                options=format_options_given,
+                trigger=JobTrigger.CLI,
             )
-        except ImportFailed as exc:
-            for error in exc.errors:
-                self.stderr.write(str(error))
-            more = f", stopped after the first {len(exc.errors)}" if exc.truncated else ""
-            raise CommandError(f"import failed: {len(exc.errors)} error(s){more}; nothing was written")
-
+            if not options["inline"]:
+                import_job_send(job)
+        job = finish_job_command(self, job, options)
+        if not job.is_finished:
+            return
+        summary = _Summary(job.summary)
         self.stdout.write(
             self.style.SUCCESS(
-                f"imported {options['file'].name} into {project.name!r}: {summary.prompts} prompts, "
+                f"imported {path.name} into {project.name!r}: {summary.prompts} prompts, "
                 f"{summary.responses} responses, {summary.tasks} tasks, {summary.judgements} judgements, "
                 f"{summary.annotators_created} annotator accounts created"
             )
@@ -71,9 +87,17 @@ class Command(BaseCommand):
         if summary.skipped:
             self.stdout.write(f"skipped {len(summary.skipped)} record(s):")
             for skipped in summary.skipped:
-                self.stdout.write(f"  {options['file'].name}:{skipped['line']}: {skipped['reason']}")
+                self.stdout.write(f"  {path.name}:{skipped['line']}: {skipped['reason']}")
 
-    def _progress(self, fraction: float) -> None:
-        self.stderr.write(f"\r{fraction:6.1%}", ending="")
-        if fraction >= 1.0:
-            self.stderr.write("")
+
+class _Summary:
+    """The stored summary of a finished import, read by attribute."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.prompts = data.get("prompts", 0)
+        self.responses = data.get("responses", 0)
+        self.tasks = data.get("tasks", 0)
+        self.judgements = data.get("judgements", 0)
+        self.annotators_created = data.get("annotators_created", 0)
+        self.notes = data.get("notes", [])
+        self.skipped = data.get("skipped", [])
