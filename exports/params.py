@@ -18,6 +18,20 @@ PAIR_WEIGHTS: tuple[str, ...] = ("group", "uniform", "vote_margin")
 MAX_BATCH_PAIRS = 1_000_000
 
 
+# Bounds of the numeric parameters, read by ExportParams, the export form and the API's
+# serializer alike (one declaration, no copies to drift).
+BOUNDS: dict[str, tuple[float, float]] = {
+    "threshold": (0.5, 1.0),
+    "min_votes": (1, 10_000),
+    "min_reliability": (0.0, 1.0),
+    "em_max_iter": (1, 10_000),
+    "em_tol": (1e-15, 1.0),
+    "validation_fraction": (0.0, 1.0),
+    "batch_pairs": (1, MAX_BATCH_PAIRS),
+}
+SPLIT_SEED_MAX_CHARS = 200
+
+
 class InvalidParams(ValueError):
     """A parameter is out of range; ``field`` names it."""
 
@@ -57,7 +71,8 @@ class ExportParams:
     """group: 1/C(K,2) (InstructGPT); uniform: 1; vote_margin: (2 * vote_share - 1) / C(K,2)."""
 
     def __post_init__(self) -> None:
-        def number(name: str, low: float, high: float) -> None:
+        def number(name: str) -> None:
+            low, high = BOUNDS[name]
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise InvalidParams(name, "must be a number")
@@ -65,7 +80,8 @@ class ExportParams:
                 raise InvalidParams(name, f"must be between {low} and {high}")
             object.__setattr__(self, name, float(value))
 
-        def integer(name: str, low: int, high: int) -> None:
+        def integer(name: str) -> None:
+            low, high = BOUNDS[name]
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidParams(name, "must be an integer")
@@ -76,18 +92,18 @@ class ExportParams:
             if getattr(self, name) not in choices:
                 raise InvalidParams(name, f"must be one of {', '.join(choices)}")
 
-        number("threshold", 0.5, 1.0)
-        integer("min_votes", 1, 10_000)
+        number("threshold")
+        integer("min_votes")
         choice("tie_policy", TIE_POLICIES)
         choice("weighting", WEIGHTINGS)
-        number("min_reliability", 0.0, 1.0)
-        integer("em_max_iter", 1, 10_000)
-        number("em_tol", 1e-15, 1.0)
-        number("validation_fraction", 0.0, 1.0)
-        integer("batch_pairs", 1, MAX_BATCH_PAIRS)
+        number("min_reliability")
+        integer("em_max_iter")
+        number("em_tol")
+        number("validation_fraction")
+        integer("batch_pairs")
         choice("pair_weight", PAIR_WEIGHTS)
-        if not isinstance(self.split_seed, str) or len(self.split_seed) > 200:
-            raise InvalidParams("split_seed", "must be a string of at most 200 characters")
+        if not isinstance(self.split_seed, str) or len(self.split_seed) > SPLIT_SEED_MAX_CHARS:
+            raise InvalidParams("split_seed", f"must be a string of at most {SPLIT_SEED_MAX_CHARS} characters")
         annotators = self.exclude_annotators
         if isinstance(annotators, str | bytes) or not all(
             isinstance(a, int) and not isinstance(a, bool) for a in annotators

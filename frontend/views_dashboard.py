@@ -43,7 +43,7 @@ from annotation.reports import (
 from annotation.trends import DEFAULT_POINTS, TREND_BY, agreement_trend
 from exports.enqueue import enqueue_export
 from exports.models import ExportSnapshot, ExportState
-from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS, ExportParams, InvalidParams
+from exports.params import BOUNDS, PAIR_WEIGHTS, SPLIT_SEED_MAX_CHARS, ExportParams, InvalidParams
 from frontend.access import managed_project
 
 DASHBOARD_BOOTSTRAP = 500
@@ -252,13 +252,16 @@ class ExportForm(forms.Form):
     """The parameters of a new snapshot (exports.params.ExportParams); the service validates them again."""
 
     threshold = forms.FloatField(
-        min_value=0.5,
-        max_value=1.0,
+        min_value=BOUNDS["threshold"][0],
+        max_value=BOUNDS["threshold"][1],
         label="Majority threshold",
         help_text="Vote share the winner of a pair needs (0.5 = strict majority; give 2/3 as 0.6667).",
     )
     min_votes = forms.IntegerField(
-        min_value=1, max_value=10_000, initial=_DEFAULTS["min_votes"], label="Minimum votes per pair"
+        min_value=BOUNDS["min_votes"][0],
+        max_value=BOUNDS["min_votes"][1],
+        initial=_DEFAULTS["min_votes"],
+        label="Minimum votes per pair",
     )
     tie_policy = forms.ChoiceField(
         choices=[(p, p) for p in TIE_POLICIES],
@@ -276,8 +279,8 @@ class ExportForm(forms.Form):
         help_text="reliability: Dawid–Skene log-odds weight of each annotator.",
     )
     min_reliability = forms.FloatField(
-        min_value=0.0,
-        max_value=1.0,
+        min_value=BOUNDS["min_reliability"][0],
+        max_value=BOUNDS["min_reliability"][1],
         initial=_DEFAULTS["min_reliability"],
         label="Minimum annotator reliability",
         help_text="Leave out annotators whose estimated accuracy is below this (0: nobody).",
@@ -286,16 +289,21 @@ class ExportForm(forms.Form):
         required=False, widget=forms.CheckboxSelectMultiple, label="Leave out annotators"
     )
     validation_fraction = forms.FloatField(
-        min_value=0.0, max_value=1.0, initial=_DEFAULTS["validation_fraction"], label="Validation fraction (of prompts)"
+        min_value=BOUNDS["validation_fraction"][0],
+        max_value=BOUNDS["validation_fraction"][1],
+        initial=_DEFAULTS["validation_fraction"],
+        label="Validation fraction (of prompts)",
     )
     split_seed = forms.CharField(
-        max_length=200,
+        max_length=SPLIT_SEED_MAX_CHARS,
         required=False,
         initial=_DEFAULTS["split_seed"],
         label="Split seed",
         help_text="Keep it to keep every prompt in its split across snapshots.",
     )
-    batch_pairs = forms.IntegerField(min_value=1, max_value=MAX_BATCH_PAIRS, label="Pairs per batch file")
+    batch_pairs = forms.IntegerField(
+        min_value=BOUNDS["batch_pairs"][0], max_value=BOUNDS["batch_pairs"][1], label="Pairs per batch file"
+    )
     pair_weight = forms.ChoiceField(
         choices=[(w, w) for w in PAIR_WEIGHTS],
         initial=_DEFAULTS["pair_weight"],

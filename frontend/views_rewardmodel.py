@@ -27,6 +27,7 @@ from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
+from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
 from rewardmodel.services import (
     RewardModelError,
     default_base_model,
@@ -47,6 +48,14 @@ VERSION_METRICS = [
 ]
 
 
+def _low(option: str) -> float:
+    return OPTION_BOUNDS[option][0]
+
+
+def _high(option: str) -> float:
+    return OPTION_BOUNDS[option][1]
+
+
 class TrainForm(forms.Form):
     """A new run: what to train on, from what, and the options a manager usually changes."""
 
@@ -55,17 +64,35 @@ class TrainForm(forms.Form):
         required=False, max_length=1024, label="Base model", help_text="Checkpoint directory; empty: the default."
     )
     parent_version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Continue from")
-    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=1)
-    learning_rate = forms.FloatField(min_value=1e-9, max_value=1.0, initial=2e-5, label="Learning rate")
-    groups_per_batch = forms.IntegerField(min_value=1, max_value=4096, initial=8, label="Prompt groups per batch")
-    max_length = forms.IntegerField(min_value=8, max_value=131_072, initial=512, label="Max tokens")
+    epochs = forms.IntegerField(min_value=_low("epochs"), max_value=_high("epochs"), initial=1)
+    learning_rate = forms.FloatField(
+        min_value=_low("learning_rate"), max_value=_high("learning_rate"), initial=2e-5, label="Learning rate"
+    )
+    groups_per_batch = forms.IntegerField(
+        min_value=_low("groups_per_batch"),
+        max_value=_high("groups_per_batch"),
+        initial=8,
+        label="Prompt groups per batch",
+    )
+    max_length = forms.IntegerField(
+        min_value=_low("max_length"), max_value=_high("max_length"), initial=512, label="Max tokens"
+    )
     margin = forms.BooleanField(required=False, label="Margin from vote strength")
     soft_labels = forms.BooleanField(required=False, label="Soft labels from vote share")
-    center_coefficient = forms.FloatField(min_value=0.0, max_value=100.0, initial=0.0, label="Reward centering")
-    lora_r = forms.IntegerField(
-        min_value=1, max_value=1024, required=False, label="LoRA rank", help_text="Empty: train every weight."
+    center_coefficient = forms.FloatField(
+        min_value=_low("center_coefficient"),
+        max_value=_high("center_coefficient"),
+        initial=0.0,
+        label="Reward centering",
     )
-    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+    lora_r = forms.IntegerField(
+        min_value=LORA_RANK_BOUNDS[0],
+        max_value=LORA_RANK_BOUNDS[1],
+        required=False,
+        label="LoRA rank",
+        help_text="Empty: train every weight.",
+    )
+    seed = forms.IntegerField(min_value=_low("seed"), max_value=_high("seed"), initial=0)
 
     CONFIG_FIELDS = (
         "epochs",

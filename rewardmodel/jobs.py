@@ -20,9 +20,9 @@ from django.db import transaction
 from jobs.lifecycle import JobContext, job_execute
 from jobs.registry import Retry, job_kind
 from rewardmodel import conf
+from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rewardmodel.services import resolve_path, reward_model_version_create, run_output_dir
-from rewardmodel.train import TrainConfig, TrainHooks, TrainingCancelled, train
 
 
 class TrainingHooks(TrainHooks):
@@ -70,6 +70,7 @@ def reward_model_run_train(run: RewardModelRun, ctx: JobContext) -> None:
         config["device"] = conf.device()
     ctx.log(f"training {run.base_model} on export {run.snapshot_id} into {run.output_dir}")
     from exports.services import snapshot_directory
+    from rewardmodel.train import TrainConfig, train  # torch: only in the process that trains
 
     data_dir = snapshot_directory(run.snapshot)
     if data_dir is None:

@@ -65,7 +65,9 @@ import torch
 from torch import nn
 
 from rewardmodel.data import Formatter, Group, collate, encode_group, read_groups, truncation_counts
+from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.losses import grouped_loss, pair_metrics
+from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
 
 CHECKPOINT_FORMAT = "arpad-rm-checkpoint/1"
 MODEL_FORMAT = "arpad-reward-model/1"
@@ -160,35 +162,23 @@ class TrainConfig:
 
         for name in ("base_model", "data_dir", "output_dir"):
             check(isinstance(getattr(self, name), str) and bool(getattr(self, name)), f"{name} must be a path")
-        check(is_int(self.epochs) and self.epochs >= 1, "epochs must be an integer >= 1")
-        check(is_num(self.learning_rate) and self.learning_rate > 0, "learning_rate must be > 0")
-        check(is_int(self.groups_per_batch) and self.groups_per_batch >= 1, "groups_per_batch must be >= 1")
-        check(
-            is_int(self.gradient_accumulation) and self.gradient_accumulation >= 1, "gradient_accumulation must be >= 1"
-        )
-        check(is_int(self.max_length) and self.max_length >= 8, "max_length must be an integer >= 8")
-        check(is_num(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
-        check(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0")
-        check(is_num(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+        for name, (low, high) in OPTION_BOUNDS.items():
+            value = getattr(self, name)
+            if name == "max_train_groups" and value is None:
+                continue
+            integral = isinstance(low, int) and isinstance(high, int)
+            if integral:
+                check(is_int(value) and low <= value <= high, f"{name} must be an integer in [{low}, {high}]")
+            else:
+                check(is_num(value) and low <= value <= high, f"{name} must be a number in [{low:g}, {high:g}]")
         check(isinstance(self.margin, bool), "margin must be true or false")
         check(isinstance(self.soft_labels, bool), "soft_labels must be true or false")
         check(isinstance(self.disable_dropout, bool), "disable_dropout must be true or false")
-        check(is_num(self.center_coefficient) and self.center_coefficient >= 0, "center_coefficient must be >= 0")
         check(is_num(self.margin_scale) and self.margin_scale >= 0, "margin_scale must be >= 0")
-        check(is_int(self.seed), "seed must be an integer")
         check(self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16")
         check(
             isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
             "device must be auto, cpu or cuda[:N]",
-        )
-        check(
-            is_int(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 1,
-            "checkpoint_every_steps must be >= 1",
-        )
-        check(is_int(self.eval_batch_groups) and self.eval_batch_groups >= 1, "eval_batch_groups must be >= 1")
-        check(
-            self.max_train_groups is None or (is_int(self.max_train_groups) and self.max_train_groups >= 1),
-            "max_train_groups must be None or >= 1",
         )
         if self.lora is not None:
             if not isinstance(self.lora, dict):
@@ -196,7 +186,9 @@ class TrainConfig:
             else:
                 unknown = sorted(set(self.lora) - LORA_KEYS)
                 check(not unknown, f"unknown lora option(s): {', '.join(unknown)}")
-                check(is_int(self.lora.get("r", 8)) and self.lora.get("r", 8) >= 1, "lora.r must be an integer >= 1")
+                rank = self.lora.get("r", 8)
+                low, high = LORA_RANK_BOUNDS
+                check(is_int(rank) and low <= rank <= high, f"lora.r must be an integer in [{low}, {high}]")
                 check(is_num(self.lora.get("alpha", 16)) and self.lora.get("alpha", 16) > 0, "lora.alpha must be > 0")
                 dropout = self.lora.get("dropout", 0.0)
                 check(is_num(dropout) and 0 <= dropout < 1, "lora.dropout must be in [0, 1)")
@@ -207,38 +199,6 @@ class TrainConfig:
                 )
         if problems:
             raise ValueError("; ".join(problems))
-
-
-class TrainHooks:
-    """Callbacks of a run; subclass and override. The defaults do nothing."""
-
-    def on_start(self, total_steps: int, info: dict) -> None:
-        """Once, before the first step (after a resume too); ``info`` holds the data counts."""
-
-    def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
-        """After every optimizer step."""
-
-    def on_eval(self, epoch: int, metrics: dict) -> None:
-        """After each epoch's evaluation (``epoch`` counts from 1)."""
-
-    def on_checkpoint(self, path: str, step: int) -> None:
-        """After a checkpoint directory is complete."""
-
-    def should_stop(self) -> bool:
-        """Polled before every optimizer step; True saves a checkpoint and raises TrainingCancelled."""
-        return False
-
-    def log(self, line: str) -> None:
-        """One human-readable line of progress."""
-
-
-class TrainingCancelled(Exception):
-    """Raised after saving a checkpoint when ``hooks.should_stop()`` said so."""
-
-    def __init__(self, step: int, checkpoint: str) -> None:
-        super().__init__(f"training cancelled at step {step}; checkpoint {checkpoint}")
-        self.step = step
-        self.checkpoint = checkpoint
 
 
 @dataclass

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from annotation.aggregate import TIE_POLICIES, WEIGHTINGS
 from annotation.project_preview import MAX_PREVIEW_CURVES
 from exports.models import ExportSnapshot
-from exports.params import MAX_BATCH_PAIRS, PAIR_WEIGHTS
+from exports.params import BOUNDS, PAIR_WEIGHTS, SPLIT_SEED_MAX_CHARS
 from jobs.api.serializers import JOB_FIELDS, JobSerializer
 
 
@@ -19,20 +19,28 @@ class ExportCreateSerializer(serializers.Serializer):
 
     threshold = serializers.FloatField(
         required=False,
-        min_value=0.5,
-        max_value=1.0,
+        min_value=BOUNDS["threshold"][0],
+        max_value=BOUNDS["threshold"][1],
         help_text="Vote share a pair's winner needs (default: the project's).",
     )
-    min_votes = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
+    min_votes = serializers.IntegerField(
+        required=False, min_value=BOUNDS["min_votes"][0], max_value=BOUNDS["min_votes"][1]
+    )
     tie_policy = serializers.ChoiceField(choices=TIE_POLICIES, required=False)
     weighting = serializers.ChoiceField(choices=WEIGHTINGS, required=False)
-    min_reliability = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    min_reliability = serializers.FloatField(
+        required=False, min_value=BOUNDS["min_reliability"][0], max_value=BOUNDS["min_reliability"][1]
+    )
     exclude_annotators = serializers.ListField(
         child=serializers.CharField(max_length=150), required=False, max_length=1000, help_text="Usernames."
     )
-    validation_fraction = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    split_seed = serializers.CharField(required=False, max_length=200, allow_blank=True)
-    batch_pairs = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BATCH_PAIRS)
+    validation_fraction = serializers.FloatField(
+        required=False, min_value=BOUNDS["validation_fraction"][0], max_value=BOUNDS["validation_fraction"][1]
+    )
+    split_seed = serializers.CharField(required=False, max_length=SPLIT_SEED_MAX_CHARS, allow_blank=True)
+    batch_pairs = serializers.IntegerField(
+        required=False, min_value=BOUNDS["batch_pairs"][0], max_value=BOUNDS["batch_pairs"][1]
+    )
     pair_weight = serializers.ChoiceField(choices=PAIR_WEIGHTS, required=False)
 
 
@@ -96,13 +104,15 @@ class ExportSnapshotDetailSerializer(ExportSnapshotSerializer):
 class PreviewQuerySerializer(serializers.Serializer):
     threshold = serializers.FloatField(
         required=False,
-        min_value=0.5,
-        max_value=1.0,
+        min_value=BOUNDS["threshold"][0],
+        max_value=BOUNDS["threshold"][1],
         help_text="A threshold to add to the grid (0.5 .. 1 by 0.025), so that its count is exact.",
     )
     tie_policy = serializers.ChoiceField(choices=TIE_POLICIES, required=False)
     weighting = serializers.ChoiceField(choices=WEIGHTINGS, required=False)
-    min_reliability = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    min_reliability = serializers.FloatField(
+        required=False, min_value=BOUNDS["min_reliability"][0], max_value=BOUNDS["min_reliability"][1]
+    )
     exclude_annotators = serializers.ListField(
         child=serializers.CharField(max_length=150),
         required=False,

@@ -85,7 +85,7 @@ def test_cli_refuses_bad_options_with_a_clear_message(tmp_path) -> None:
         cwd=REPO, env=environment(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "epochs must be an integer >= 1" in done.stderr and "precision must be" in done.stderr
+    assert "epochs must be an integer in [1, 1000]" in done.stderr and "precision must be" in done.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -1,0 +1,91 @@
+"""Retrain rules: an export job when enough new agreed pairs arrived, and the run once it succeeded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from exports.models import ExportState
+from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion, RunState, RunTrigger
+from rewardmodel.services.errors import RewardModelError
+from rewardmodel.services.runs import reward_model_run_create
+
+logger = logging.getLogger(__name__)
+
+
+def retrain_rules_check(*, now: Any = None) -> list[tuple[int, str]]:
+    """Check every enabled rule; returns (project id, outcome) per rule."""
+    outcomes = []
+    for rule in RetrainRule.objects.filter(enabled=True).select_related("project"):
+        try:
+            outcome = retrain_rule_check(rule=rule, now=now)
+        except RewardModelError as exc:
+            outcome = f"not started: {exc.message}"
+        except Exception as exc:  # one broken project must not stop the others
+            logger.exception("retrain rule of project %s crashed", rule.project_id)
+            outcome = f"error: {type(exc).__name__}: {exc}"
+        RetrainRule.objects.filter(pk=rule.pk).update(last_checked_at=now or timezone.now(), last_outcome=outcome[:500])
+        outcomes.append((rule.project_id, outcome))
+    return outcomes
+
+
+def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
+    """Start an export when at least ``min_new_pairs`` more pairs survive than at the active version,
+    and the run once that export succeeded.
+
+    Kept pairs now are counted with the active version's export parameters. The count
+    only runs when enough new pair votes arrived since that snapshot (a new vote can add
+    at most one kept pair), so an idle project costs one COUNT per check. The export is a
+    job of its own on the default queue, never run inside this periodic task.
+    """
+    from annotation.models import PairVote
+    from exports.params import ExportParams
+    from exports.services import export_params_resolve, export_snapshot_create, export_snapshot_send
+    from exports.snapshot import aggregate_project, source_state
+
+    project = rule.project
+    busy = RewardModelRun.objects.filter(project=project, state__in=[RunState.QUEUED, RunState.RUNNING])
+    if busy.exists():
+        return "a run is already queued or running"
+    active = RewardModelVersion.objects.filter(project=project, is_active=True).select_related("snapshot").first()
+    pending = rule.pending_snapshot
+    if pending is not None:
+        if not pending.is_finished:
+            return f"waiting for export {pending.pk} ({pending.state})"
+        RetrainRule.objects.filter(pk=rule.pk).update(pending_snapshot=None)
+        if pending.state != ExportState.SUCCEEDED:
+            return f"export {pending.pk} {pending.state}: {pending.error or 'no reason recorded'}"
+        base = rule.base_model or (active.base_model if active is not None else None)
+        run = reward_model_run_create(
+            project=project,
+            snapshot=pending,
+            config=rule.config or None,
+            base_model=base,
+            parent_version=active,
+            trigger=RunTrigger.RULE,
+        )
+        RetrainRule.objects.filter(pk=rule.pk).update(last_run=run)
+        return f"started run {run.pk} on export {pending.pk}"
+    params: dict[str, Any] = {}
+    baseline, last_judgement = 0, -1
+    if active is not None:
+        params = dict(active.snapshot.params)
+        baseline = int(active.snapshot.counts.get("pairs_kept", 0))
+        last_judgement = active.snapshot.source_max_judgement_id or -1
+    new_votes = PairVote.objects.filter(task__project=project, judgement_id__gt=last_judgement).count()
+    if new_votes < rule.min_new_pairs:
+        return f"{new_votes} new pair votes since the active version; waiting for {rule.min_new_pairs} new pairs"
+    resolved = ExportParams.from_dict(params) if params else export_params_resolve(project=project, params={})
+    kept = int(aggregate_project(project, resolved, source_state(project)).result.kept.sum())
+    if kept - baseline < rule.min_new_pairs:
+        return f"{kept - baseline} new agreed pairs since the active version; waiting for {rule.min_new_pairs}"
+    with transaction.atomic():
+        snapshot = export_snapshot_create(
+            project=project, params=resolved.to_dict(), user=None, trigger=RunTrigger.RULE
+        )
+        RetrainRule.objects.filter(pk=rule.pk).update(pending_snapshot=snapshot)
+        export_snapshot_send(snapshot)
+    return f"{kept - baseline} new agreed pairs: started export {snapshot.pk}; the run starts when it succeeds"
