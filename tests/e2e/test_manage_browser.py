@@ -130,8 +130,8 @@ def test_import_progress_result_and_line_numbered_errors(ui: UI, tmp_path: Path,
     assert "Imported 40 prompt(s), 80 response(s), 40 task(s)" in ui.page.inner_text("#job-result")
     assert ui.page.eval_on_selector("#job-progress", "el => el.value") == 1
     job = ImportJob.objects.get()
-    status_url = f"{ui.origin}/api/v1/projects/{project.pk}/imports/{job.pk}/"
-    assert status_url in ui.requests  # the page followed the job through the API
+    status_url = f"{ui.origin}/api/v1/projects/{project.pk}/jobs/import/{job.pk}/"
+    assert status_url in ui.requests  # the page followed the job through the generic job API
     ui.shot("import-succeeded")
     assert Task.objects.filter(project=project).count() == 40
 

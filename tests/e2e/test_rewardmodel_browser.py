@@ -25,10 +25,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.m
 
 def wait_until(ui: UI, expression: str, timeout: float) -> None:
     """Poll a page expression from Python: wait_for_function would eval in the page, which the CSP forbids."""
+    from playwright.sync_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ui.page.evaluate(expression):
-            return
+        try:
+            if ui.page.evaluate(expression):
+                return
+        except PlaywrightError as exc:
+            # The page reloads itself when the run ends (the job component's on_finish).
+            if "context was destroyed" not in str(exc) and "navigation" not in str(exc):
+                raise
         time.sleep(0.2)
     ui.shot("timeout")
     pytest.fail(f"timed out waiting for {expression}")
