@@ -9,13 +9,21 @@ transaction that marks the run succeeded, so a run has exactly one version or no
 :class:`TrainingHooks` is the bridge from the training loop to the lifecycle's context:
 progress, metrics, checkpoints and log lines go to the row; a cancel or a lost row makes
 ``should_stop`` true, and training saves a checkpoint and stops.
+
+A run's directory (checkpoints, and the model of its version) goes with its row: a run
+with a version cannot be deleted alone (its lineage), but deleting the project deletes
+them all, and their files once that commits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from typing import Any
 
 from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from jobs.lifecycle import JobContext, job_execute
 from jobs.registry import Retry, job_kind
@@ -23,6 +31,26 @@ from rewardmodel import conf
 from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rewardmodel.services import resolve_path, reward_model_version_create, run_output_dir
+
+
+def remove_run_files(output_dir: str) -> None:
+    """Delete a run's directory, and its project's folder once empty; only ever under rewardmodels/."""
+    if not output_dir:
+        return
+    root = conf.rewardmodels_root().resolve()
+    directory = resolve_path(output_dir).resolve()
+    if directory == root or not directory.is_relative_to(root):
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.parent != root:
+        with contextlib.suppress(OSError):  # other runs of the project are still there
+            directory.parent.rmdir()
+
+
+@receiver(post_delete, sender=RewardModelRun)
+def _files_go_with_the_run(sender: type[RewardModelRun], instance: RewardModelRun, **kwargs: Any) -> None:
+    output_dir = instance.output_dir
+    transaction.on_commit(lambda: remove_run_files(output_dir))
 
 
 class TrainingHooks(TrainHooks):
@@ -99,12 +127,12 @@ def reward_model_run_train(run: RewardModelRun, ctx: JobContext) -> None:
         ctx.succeed(**fields)
 
 
-def reward_model_run_execute(*, run_id: int, worker_id: str | None = None) -> RewardModelVersion | None:
+def reward_model_run_execute(*, run_id: int, worker: str | None = None) -> RewardModelVersion | None:
     """Claim, train and register one run in this process; its version, or None when it has none.
 
     What a worker does with the run's message; ``manage.py train_reward_model --inline`` too.
     """
-    job_execute(kind="reward_model", job_id=run_id, worker=worker_id)
+    job_execute(kind="reward_model", job_id=run_id, worker=worker)
     return RewardModelVersion.objects.filter(run_id=run_id).first()
 
 

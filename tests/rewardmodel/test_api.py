@@ -36,7 +36,7 @@ def trained(project, manager, tiny_base):
     run = RewardModelRun.objects.create(
         project=project, snapshot=snapshot, base_model=str(tiny_base), config=FAST, output_dir="rewardmodels/t/run"
     )
-    version = jobs.reward_model_run_execute(run_id=run.pk, worker_id="w")
+    version = jobs.reward_model_run_execute(run_id=run.pk, worker="w")
     assert version is not None, RewardModelRun.objects.get(pk=run.pk).error
     return snapshot, run, version
 

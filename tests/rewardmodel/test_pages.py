@@ -42,7 +42,7 @@ def trained(project, exported, tiny_base):
             config={**FAST, "seed": seed},
             output_dir=f"rewardmodels/p/run-{seed}",
         )
-        versions.append(jobs.reward_model_run_execute(run_id=run.pk, worker_id="w"))
+        versions.append(jobs.reward_model_run_execute(run_id=run.pk, worker="w"))
     return versions
 
 

@@ -263,7 +263,7 @@ def test_a_run_that_is_no_longer_its_workers_registers_nothing(rule, tiny_base, 
         return version
 
     monkeypatch.setattr(jobs, "reward_model_version_create", taken_over_meanwhile)
-    assert jobs.reward_model_run_execute(run_id=run.pk, worker_id="w") is None
+    assert jobs.reward_model_run_execute(run_id=run.pk, worker="w") is None
     run.refresh_from_db()
     # Rolled back together: the version, and the takeover this test faked inside the same transaction.
     assert run.state == RunState.RUNNING and run.finished_at is None
@@ -285,7 +285,7 @@ def test_cancel_of_a_finished_run_is_a_conflict(rule, tiny_base):
 def test_a_run_trains_registers_scores_and_records_its_curve(rule, tiny_base, settings):
     project, snapshot = rule
     run = make_run(project, snapshot, tiny_base, epochs=2)
-    version = jobs.reward_model_run_execute(run_id=run.pk, worker_id="w")
+    version = jobs.reward_model_run_execute(run_id=run.pk, worker="w")
     run.refresh_from_db()
     assert run.state == RunState.SUCCEEDED, (run.error, run.log_tail[-5:])
     assert version is not None and version.number == 1 and version.is_active
@@ -299,7 +299,7 @@ def test_a_run_trains_registers_scores_and_records_its_curve(rule, tiny_base, se
     rewards = score_batch(version, [("tell me", "good good good good alpha beta"), ("tell me", "alpha beta gamma")])
     assert len(rewards) == 2 and all(isinstance(r, float) for r in rewards)
     # A second delivery of the finished run's message changes nothing.
-    assert jobs.reward_model_run_execute(run_id=run.pk, worker_id="w2").pk == version.pk
+    assert jobs.reward_model_run_execute(run_id=run.pk, worker="w2").pk == version.pk
     assert RewardModelVersion.objects.count() == 1
 
 
@@ -309,7 +309,7 @@ def test_a_failing_run_says_why(rule, tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     run = reward_model_run_create(project=project, snapshot=snapshot, base_model=str(broken), config=FAST)
-    assert jobs.reward_model_run_execute(run_id=run.pk, worker_id="w") is None
+    assert jobs.reward_model_run_execute(run_id=run.pk, worker="w") is None
     run.refresh_from_db()
     assert run.state == RunState.FAILED
     exc_type, _, message = run.error.partition(": ")
@@ -329,7 +329,7 @@ def test_cancel_is_honoured_at_the_next_step_after_a_checkpoint(rule, tiny_base,
             RewardModelRun.objects.filter(pk=self.ctx.job_id).update(cancel_requested=True)
 
     monkeypatch.setattr(jobs.TrainingHooks, "on_step", cancel_at_step_3)
-    assert jobs.reward_model_run_execute(run_id=run.pk, worker_id="w") is None
+    assert jobs.reward_model_run_execute(run_id=run.pk, worker="w") is None
     run.refresh_from_db()
     assert run.state == RunState.CANCELLED and run.finished_at is not None
     assert run.step <= 4 < run.total_steps
@@ -356,13 +356,13 @@ def test_a_dead_workers_run_is_reaped_and_resumes_from_its_checkpoint(
 
     monkeypatch.setattr(jobs.TrainingHooks, "on_step", die_after_first_checkpoint)
     with pytest.raises(_WorkerDied):
-        jobs.reward_model_run_execute(run_id=run.pk, worker_id="w1")
+        jobs.reward_model_run_execute(run_id=run.pk, worker="w1")
     run.refresh_from_db()
     assert run.state == RunState.RUNNING and run.checkpoint_step == 2
     with django_capture_on_commit_callbacks(execute=True):
         assert reap(now=timezone.now() + timedelta(seconds=31)) == [(run.pk, "requeued")]
     assert sent == [(KIND, run.pk, "gpu")]
-    version = jobs.reward_model_run_execute(run_id=run.pk, worker_id="w2")
+    version = jobs.reward_model_run_execute(run_id=run.pk, worker="w2")
     run.refresh_from_db()
     assert run.state == RunState.SUCCEEDED, run.error
     assert run.attempts == 2 and run.resumed_from_step == 2
@@ -377,7 +377,7 @@ def test_compare_two_versions_on_one_validation_set(rule, tiny_base):
     versions = []
     for seed in (0, 1):
         run = make_run(project, snapshot, tiny_base, epochs=2, seed=seed)
-        versions.append(jobs.reward_model_run_execute(run_id=run.pk, worker_id="w"))
+        versions.append(jobs.reward_model_run_execute(run_id=run.pk, worker="w"))
     result = reward_model_versions_compare(a=versions[0], b=versions[1])
     n_validation = snapshot.counts["pairs"]["validation"]
     assert result["pairs"] == result["pairs_available"] == n_validation > 0
