@@ -116,3 +116,23 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
         }
         return config
     raise ImproperlyConfigured(f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite:///)")
+
+
+def parse_cache_url(url: str) -> dict:
+    """Turn ``redis://host:6379/1`` or ``file:///path`` into CACHES['default'].
+
+    Redis is the shared cache of a deployment with several web processes or hosts; a file
+    cache (``arpad.cache.FileCache``) is shared by the processes of one machine.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in {"redis", "rediss"}:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url, "KEY_PREFIX": "arpad"}
+    if scheme == "file":
+        path = Path(unquote(parts.path))
+        if parts.netloc or not path.is_absolute() or path == Path("/"):
+            raise ImproperlyConfigured(f"CACHE_URL={url!r}: give an absolute directory, e.g. file:///var/cache/arpad")
+        # Culling deletes a random third of the entries once there are this many: far above
+        # what a local run holds, so that flooding it with names does not wipe the counts.
+        return {"BACKEND": "arpad.cache.FileCache", "LOCATION": str(path), "OPTIONS": {"MAX_ENTRIES": 20_000}}
+    raise ImproperlyConfigured(f"CACHE_URL scheme {scheme!r} is not supported (use redis://, rediss:// or file:///)")

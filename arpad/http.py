@@ -93,6 +93,22 @@ def loads_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, keep_non_f
     return value
 
 
+def no_store(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Decorate a view whose answers must not be kept by a browser or proxy cache.
+
+    For pages and responses that carry judgements, gold answers or tokens: a shared
+    computer's back button or disk cache must not show them to the next person.
+    """
+
+    @wraps(view)
+    def uncached(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    return uncached
+
+
 def error_response(status: int, detail: str, *, code: str = "invalid", field: str | None = None) -> JsonResponse:
     response = JsonResponse({"detail": detail, "code": code, "field": field}, status=status)
     response["Cache-Control"] = "no-store"

@@ -16,7 +16,7 @@ from pathlib import Path
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
-from arpad.env import env_bool, env_int, env_list, env_str, parse_database_url
+from arpad.env import env_bool, env_int, env_list, env_str, parse_cache_url, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ARPAD_VAR_DIR") or BASE_DIR / "var")
@@ -38,7 +38,7 @@ if not DEBUG and not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "arpad.admin_site.AdminConfig",  # django.contrib.admin with a login that limits password guessing
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -96,6 +96,12 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The throttles count in this cache, so it must be one that every web process shares:
+# Redis in production (CACHE_URL=redis://host:6379/1, its own database number: clearing
+# the cache flushes that database), else files under var/ (arpad/cache.py says why files
+# and not the database cache), shared by the processes of this machine.
+CACHES = {"default": parse_cache_url(env_str("CACHE_URL") or (VAR_DIR / "cache").resolve().as_uri())}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -114,6 +120,22 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# --- Logins and API tokens --------------------------------------------------------------
+# Failed password checks (web login, admin login, token endpoint) counted per account and
+# per client address over a window; past either limit, attempts are refused with a 429
+# until the window that started at the first failure ends (arpad/throttling.py).
+ARPAD_LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("ARPAD_LOGIN_MAX_FAILURES_PER_ACCOUNT", 10, minimum=1)
+ARPAD_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("ARPAD_LOGIN_MAX_FAILURES_PER_ADDRESS", 30, minimum=1)
+ARPAD_LOGIN_WINDOW_SECONDS = env_int("ARPAD_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# Requests per minute and address to the token endpoint, whatever they send.
+ARPAD_TOKEN_REQUESTS_PER_MINUTE = env_int("ARPAD_TOKEN_REQUESTS_PER_MINUTE", 60, minimum=1)
+# An API token stops working this many days after it was issued (arpad/authentication.py).
+ARPAD_API_TOKEN_MAX_AGE_DAYS = env_int("ARPAD_API_TOKEN_MAX_AGE_DAYS", 30, minimum=1)
+# Proxies in front of the web process, each appending the address it saw to X-Forwarded-For:
+# the client's address is the one the outermost of them wrote. 0: the header is ignored
+# (anyone can write anything in it) and the peer's address counts.
+ARPAD_NUM_PROXIES = env_int("ARPAD_NUM_PROXIES", 0, minimum=0)
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -187,7 +209,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "DEFAULT_THROTTLE_RATES": {"anon": "60/minute"},
+    "DEFAULT_THROTTLE_RATES": {"anon": f"{ARPAD_TOKEN_REQUESTS_PER_MINUTE}/minute"},
+    # The client address the throttles count by (arpad.throttling.client_address).
+    "NUM_PROXIES": ARPAD_NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Arpad API",

@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One filesystem-broker folder per test process (inherited by the worker processes it
 # starts), so that parallel test runs never take each other's messages.
 os.environ.setdefault("ARPAD_BROKER_DIR", str(Path(os.environ["ARPAD_VAR_DIR"]) / f"broker-{os.getpid()}"))
+# The same for the cache, which holds the throttles' counts.
+os.environ.setdefault("CACHE_URL", (Path(os.environ["ARPAD_VAR_DIR"]) / f"cache-{os.getpid()}").resolve().as_uri())
 
 from arpad.settings import *  # noqa: E402,F403
 

@@ -1,10 +1,12 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from arpad.login import web_login
 from frontend import views
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    # Django's login view with a form that counts and limits password checks (arpad/login.py).
+    path("accounts/login/", web_login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.project_list, name="project-list"),
     path("projects/<int:project_id>/annotate/", views.annotate, name="annotate"),

@@ -55,8 +55,17 @@ class TiersField(serializers.JSONField):
 # --- auth -----------------------------------------------------------------------------------
 
 
+class TokenObtainSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+    rotate = serializers.BooleanField(
+        default=False, help_text="Issue a new token even if the current one is still valid; the old one stops working."
+    )
+
+
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expires_at = serializers.DateTimeField(help_text="After this the token is refused (401); ask for a new one.")
 
 
 # --- projects -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -18,13 +19,11 @@ from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from annotation import queue_sql
@@ -52,8 +51,10 @@ from annotation.project_services import (
 from annotation.services import QueueError, assignment_claim_next, assignment_skip, judgement_submit
 from arpad.api.permissions import CanCreateProjects, IsProjectManager, IsProjectManagerOrReadOnly, IsProjectMember
 from arpad.api.serializers import ErrorSerializer
-from arpad.api.views import ProjectScopedMixin, RefusalMixin
+from arpad.api.views import NoStoreMixin, ProjectScopedMixin, RefusalMixin
+from arpad.authentication import api_token_expires_at, api_token_issue, api_token_revoke
 from arpad.http import SMALL_BODY_MAX_BYTES, body_limit
+from arpad.throttling import AddressRateThrottle, LoginThrottled, login_attempt_start
 from jobs.api.views import KindCancelView, cancel_schema
 
 _QUEUE_ERRORS = {
@@ -102,20 +103,66 @@ def projects_with_progress(user: Any) -> QuerySet[Project]:
 # --- auth -----------------------------------------------------------------------------------
 
 
-class TokenThrottle(AnonRateThrottle):
-    """Password guessing is limited per client address."""
+class TokenThrottle(AddressRateThrottle):
+    """Requests per client address, whatever they send (``ARPAD_TOKEN_REQUESTS_PER_MINUTE``).
+
+    Password guesses are limited apart from this, per account and per address, like the
+    login pages' (``arpad.throttling``).
+    """
 
 
-@extend_schema(request=AuthTokenSerializer, responses={200: s.TokenSerializer}, auth=[])
-class TokenView(ObtainAuthToken):
-    """Exchange a username and password for an API token (``Authorization: Token <key>``)."""
+class TokenView(NoStoreMixin, APIView):
+    """Your API token (``Authorization: Token <key>``): POST your username and password for it, DELETE to revoke it.
 
-    # Credentials are in the body: no session, hence no CSRF, and everyone is throttled.
-    authentication_classes = ()
+    POST answers your live token, or a new one if it expired (``ARPAD_API_TOKEN_MAX_AGE_DAYS``
+    after it was issued) or if you ask to ``rotate``; the old one then stops working. Rotating
+    takes the password, not the token: a stolen token cannot be renewed past its expiry.
+    """
+
     throttle_classes = (TokenThrottle,)
-    # ObtainAuthToken names DRF's own parsers; the project's refuse deep nesting
-    # (arpad/parsers.py), which matters most on this anonymous endpoint.
-    parser_classes = APIView.parser_classes
+
+    def get_authenticators(self) -> list[Any]:
+        # POST carries the credentials in its body: no session, hence no CSRF. DELETE is
+        # the signed-in caller's, by token or by session (with its CSRF check).
+        # (The schema generator asks with no request: it documents POST's auth apart.)
+        if getattr(self.request, "method", None) == "POST":
+            return []
+        return super().get_authenticators()
+
+    def get_permissions(self) -> list[Any]:
+        return [] if getattr(self.request, "method", None) == "POST" else [IsAuthenticated()]
+
+    @extend_schema(
+        request=s.TokenObtainSerializer,
+        responses={
+            200: s.TokenSerializer,
+            400: OpenApiResponse(description="Missing or wrong credentials."),
+            429: OpenApiResponse(description="Too many requests or failed logins; see Retry-After."),
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        incoming = s.TokenObtainSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        wanted = incoming.validated_data
+        try:
+            attempt = login_attempt_start(request=request, username=wanted["username"])
+        except LoginThrottled as refused:
+            raise Throttled(wait=refused.retry_after, detail=refused.message) from None
+        user = authenticate(request=request, username=wanted["username"], password=wanted["password"])
+        if user is None:  # a wrong password, or an inactive account: the failure stays counted
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Unable to log in with provided credentials."]}, code="authorization"
+            )
+        attempt.succeeded()
+        token = api_token_issue(user=user, rotate=wanted["rotate"])
+        return Response(s.TokenSerializer({"token": token.key, "expires_at": api_token_expires_at(token)}).data)
+
+    @extend_schema(responses={204: None, 404: OpenApiResponse(description="You hold no token.")})
+    def delete(self, request: Request) -> Response:
+        if not api_token_revoke(user=request.user):
+            raise Http404("You hold no token.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- projects -------------------------------------------------------------------------------
@@ -224,7 +271,7 @@ class MemberDetailView(ProjectRulesMixin, ProjectScopedMixin, generics.GenericAP
 
 
 @method_decorator(body_limit(SMALL_BODY_MAX_BYTES), name="dispatch")
-class ClaimView(QueueErrorMixin, ProjectScopedMixin, APIView):
+class ClaimView(NoStoreMixin, QueueErrorMixin, ProjectScopedMixin, APIView):
     """Lease the next task: 200 with the assignment, 204 when no work is left for you.
 
     Your own live lease, if you hold one, is handed back first (``resumed``: true).
@@ -270,7 +317,7 @@ def own_assignment(user: Any, assignment_id: int) -> Assignment:
 
 
 @method_decorator(body_limit(s.SUBMIT_MAX_BODY_BYTES), name="dispatch")
-class SubmitView(QueueErrorMixin, APIView):
+class SubmitView(NoStoreMixin, QueueErrorMixin, APIView):
     """Submit your ranking: 201 with the judgement; a retry with the same client_token answers 200."""
 
     # Hot path: one lookup, then the submit service.
@@ -315,7 +362,7 @@ class SkipView(QueueErrorMixin, APIView):
 
 
 @extend_schema_view(get=extend_schema(parameters=[s.TaskFilterSerializer]))
-class TaskListView(ProjectScopedMixin, generics.ListAPIView):
+class TaskListView(NoStoreMixin, ProjectScopedMixin, generics.ListAPIView):
     """Managers see every task; annotators the tasks they were given."""
 
     serializer_class = s.TaskSerializer
@@ -350,7 +397,7 @@ class TaskListView(ProjectScopedMixin, generics.ListAPIView):
         )
     )
 )
-class TaskDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
+class TaskDetailView(NoStoreMixin, ProjectScopedMixin, generics.RetrieveAPIView):
     """A task with its prompt and responses; managers also see its origin, gold answer and judgements."""
 
     permission_classes = [IsAuthenticated, IsProjectMember]
@@ -381,7 +428,7 @@ class TaskDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
 
 
 @extend_schema_view(get=extend_schema(parameters=[s.JudgementFilterSerializer]))
-class JudgementListView(ProjectScopedMixin, generics.ListAPIView):
+class JudgementListView(NoStoreMixin, ProjectScopedMixin, generics.ListAPIView):
     """Managers see every judgement of the project; annotators their own."""
 
     serializer_class = s.JudgementSerializer

@@ -8,7 +8,8 @@
     the role a 403 (``project_for_caller``, ``IsProjectMember``, ``IsProjectManager`` ...).
 ``views``
     ``ProjectScopedMixin`` (the URL's project, resolved once per request for the caller),
-    ``RefusalMixin`` and ``refusal_response`` (a service's refusal as ``{detail, code, field}``).
+    ``RefusalMixin`` and ``refusal_response`` (a service's refusal as ``{detail, code, field}``),
+    ``NoStoreMixin`` (``Cache-Control: no-store`` on answers that carry judgements, gold or tokens).
 ``serializers``
     ``ErrorSerializer`` (that refusal body in the schema), ``NamedChoiceField`` and
     ``MessagesField``.

@@ -30,6 +30,19 @@ class ProjectScopedMixin:
         return getattr(self, "swagger_fake_view", False)
 
 
+class NoStoreMixin:
+    """For API views whose answers carry judgements, gold answers, tasks or tokens: ``Cache-Control: no-store``.
+
+    Every answer of the view, refusals included, so that no browser or proxy keeps a copy.
+    The same header as :func:`arpad.http.no_store` sets on plain Django views.
+    """
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        response["Cache-Control"] = "no-store"
+        return response
+
+
 def refusal_response(detail: str, *, code: str, status: int, field: str | None = None) -> Response:
     """A refusal as every app's API answers it: ``{detail, code, field}`` (``ErrorSerializer``)."""
     return Response({"detail": detail, "code": code, "field": field}, status=status)

@@ -38,7 +38,7 @@ from rest_framework.views import APIView
 from annotation.project_preview import project_preview
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
-from arpad.api.views import ProjectScopedMixin, refusal_response
+from arpad.api.views import NoStoreMixin, ProjectScopedMixin, refusal_response
 from exports.api.serializers import (
     ExportCreateSerializer,
     ExportSnapshotDetailSerializer,
@@ -104,7 +104,7 @@ class ExportDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
         return get_object_or_404(self.get_queryset(), pk=self.kwargs["export_id"])
 
 
-class ExportFileView(ProjectScopedMixin, APIView):
+class ExportFileView(NoStoreMixin, ProjectScopedMixin, APIView):
     """Download one file of a finished snapshot (streamed, as an attachment)."""
 
     permission_classes = [IsAuthenticated, IsProjectManager]
