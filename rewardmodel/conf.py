@@ -71,8 +71,13 @@ def score_max_items() -> int:
 
 
 def score_max_chars() -> int:
-    """Most characters of one prompt (all turns) plus response in a scoring request."""
+    """Most characters of one item of a scoring request: prompt (every turn, roles included) and response."""
     return int(_get("REWARDMODEL_SCORE_MAX_CHARS", 32_000))
+
+
+def score_max_messages() -> int:
+    """Most messages in the prompt of one item of a scoring request."""
+    return int(_get("REWARDMODEL_SCORE_MAX_MESSAGES", 128))
 
 
 def compare_max_pairs() -> int:

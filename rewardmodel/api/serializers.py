@@ -7,8 +7,9 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from arpad.api.serializers import MessagesField
+from arpad.api.serializers import MessagesField, conversation_chars
 from jobs.api.serializers import JOB_FIELDS, JobSerializer
+from rewardmodel import conf
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 
 
@@ -120,25 +121,20 @@ class VersionSerializer(serializers.ModelSerializer):
 class PromptField(MessagesField):
     """A prompt: plain text (one user turn) or a conversation ``[{role, content}, ...]``."""
 
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return data
+        return super().to_internal_value(data)
+
 
 class ScoreItemSerializer(serializers.Serializer):
-    prompt = PromptField()
+    prompt = PromptField(max_messages=conf.score_max_messages)
     response = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
-    def validate_prompt(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list) or not value:
-            raise serializers.ValidationError("must be a string or a non-empty list of {role, content} messages")
-        for message in value:
-            if (
-                not isinstance(message, dict)
-                or set(message) != {"role", "content"}
-                or not isinstance(message["role"], str)
-                or not isinstance(message["content"], str)
-            ):
-                raise serializers.ValidationError("each message must be exactly {role: string, content: string}")
-        return value
+
+def score_item_chars(prompt: str | list[dict[str, str]], response: str) -> int:
+    """What ``REWARDMODEL_SCORE_MAX_CHARS`` bounds: every character of the item, roles included."""
+    return len(response) + (len(prompt) if isinstance(prompt, str) else conversation_chars(prompt))
 
 
 class ScoreRequestSerializer(serializers.Serializer):

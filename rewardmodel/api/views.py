@@ -183,7 +183,7 @@ class VersionScoreView(ManagerScoped, APIView):
         pairs = [(item["prompt"], item["response"]) for item in incoming.validated_data["items"]]
         max_chars = conf.score_max_chars()
         for i, (prompt, response) in enumerate(pairs):
-            size = len(response) + (len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt))
+            size = s.score_item_chars(prompt, response)
             if size > max_chars:
                 raise RewardModelError(
                     f"items[{i}]", f"prompt and response hold {size} characters; at most {max_chars}"
