@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A request that finds the database unreachable gets 503 + Retry-After, not a 500.
+    "arpad.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "arpad.urls"
