@@ -1,7 +1,8 @@
-"""Import jobs: an uploaded file, stored once, imported by a worker.
+"""Import jobs: an uploaded file, stored once, imported by a worker, then removed.
 
 An ImportJob is a job of the shared lifecycle (``jobs``; its kind is in
-``annotation/jobs.py``). This module stores the upload and records the queued row.
+``annotation/jobs.py``). This module stores the upload, records the queued row, and
+removes the upload once nothing will read it again (see ``annotation/jobs.py`` for when).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def import_job_create(
     fresh UUID plus a sanitised copy of the name's last characters.
     """
     display_name = _display_name(uploaded_file.name)
-    directory = Path(settings.ARTIFACT_ROOT) / "imports"
+    directory = uploads_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{uuid.uuid4().hex}-{_safe_name(display_name)}"
     # "x": refuse to overwrite, should a UUID ever repeat.
@@ -59,6 +60,18 @@ def import_job_create(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def uploads_dir() -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "imports"
+
+
+def import_upload_discard(job: ImportJob) -> None:
+    """Remove the job's stored upload; only ever a file of the uploads folder, and gone is fine."""
+    path = Path(job.file_path)
+    if path.parent.resolve() != uploads_dir().resolve():
+        return  # a row written by hand (a test, the admin) pointing elsewhere: never ours to delete
+    path.unlink(missing_ok=True)
 
 
 def import_job_run(*, job_id: int, worker: str | None = None) -> ImportJob:

@@ -1,4 +1,4 @@
-"""The Celery application: two queues, `default` for bookkeeping and `gpu` for training.
+"""The Celery application: queues `default` for bookkeeping and exports, `imports`, and `gpu` for training.
 
 Tasks hold no logic: they fetch a job row by id and call a service. The row, not the
 broker, is the source of truth, so acknowledging late and redelivering is harmless.
@@ -15,7 +15,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arpad.settings")
 app = Celery("arpad")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_queues=(Queue("default"), Queue("gpu")),
+    task_queues=(Queue("default"), Queue("imports"), Queue("gpu")),
     task_default_queue="default",
     task_acks_late=True,
     task_reject_on_worker_lost=True,

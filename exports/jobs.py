@@ -2,6 +2,10 @@
 
 A retried attempt starts over (``Retry.RESTART``): the files of a lost attempt were never
 published, and :func:`remove_temporary_files` deletes what it left half-written.
+
+Published files go with the last snapshot row that names them (deleting a project deletes
+its snapshots): content-addressed directories are shared by snapshots with the same
+content, so a directory stays while any snapshot, of any project, still names it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 from exports.formats import canonical_json
@@ -32,6 +40,22 @@ def remove_temporary_files(snapshot: ExportSnapshot) -> None:
     """Before a retry: the directories a lost attempt of this snapshot left half-written."""
     for leftover in exports_root().glob(f"{_TEMPORARY_PREFIX}{snapshot.pk}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def remove_published_files(relative_path: str) -> None:
+    """Delete a published directory that no snapshot names any more (only ever one under exports/)."""
+    if not relative_path or ExportSnapshot.objects.filter(path=relative_path).exists():
+        return
+    root = exports_root().resolve()
+    directory = (Path(settings.ARTIFACT_ROOT) / relative_path).resolve()
+    if directory.parent == root:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@receiver(post_delete, sender=ExportSnapshot)
+def _files_go_with_the_last_snapshot(sender: type[ExportSnapshot], instance: ExportSnapshot, **kwargs: Any) -> None:
+    path = instance.path
+    transaction.on_commit(lambda: remove_published_files(path))
 
 
 @job_kind(

@@ -30,8 +30,10 @@ class RewardModelRun(Job):
     """One training run: a job of the shared lifecycle (``jobs``), on the ``gpu`` queue."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_model_runs")
-    # PROTECT: a snapshot that trained a model is its lineage; deleting it would orphan the version.
-    snapshot = models.ForeignKey(ExportSnapshot, on_delete=models.PROTECT, related_name="reward_model_runs")
+    # RESTRICT, not PROTECT: a snapshot that trained a model is its lineage and cannot be
+    # deleted alone (that would orphan the version), but deleting the whole project takes
+    # the snapshot, its runs and their versions together (the project cascades to each).
+    snapshot = models.ForeignKey(ExportSnapshot, on_delete=models.RESTRICT, related_name="reward_model_runs")
     # rewardmodel.train.TrainConfig.to_dict() minus the three paths the platform sets
     # (base_model, data_dir, output_dir): every field, defaults filled in.
     config = models.JSONField(default=dict)
@@ -66,8 +68,9 @@ class RewardModelVersionQuerySet(models.QuerySet["RewardModelVersion"]):
 class RewardModelVersion(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_model_versions")
     number = models.PositiveIntegerField(help_text="1, 2, ... per project.")
-    run = models.OneToOneField(RewardModelRun, on_delete=models.PROTECT, related_name="version")
-    snapshot = models.ForeignKey(ExportSnapshot, on_delete=models.PROTECT, related_name="reward_model_versions")
+    # RESTRICT like the run's snapshot: lineage within a project, never a block on deleting it.
+    run = models.OneToOneField(RewardModelRun, on_delete=models.RESTRICT, related_name="version")
+    snapshot = models.ForeignKey(ExportSnapshot, on_delete=models.RESTRICT, related_name="reward_model_versions")
     base_model = models.CharField(max_length=1024)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     # Relative to ARTIFACT_ROOT; holds safetensors, tokenizer, metrics.json and README.md.

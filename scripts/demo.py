@@ -88,11 +88,12 @@ def main() -> None:
     print("Loading demo projects from real data (first run only) ...", flush=True)
     _manage(env, "load_demo", f"--password={password}")
 
-    # Two workers, as in production: `default` (imports, exports, agreement; with beat embedded
-    # for the periodic reapers) and `gpu` (reward-model training, on the CPU here), so that a
-    # training run never holds up an import.
+    # Three workers, as in production: `default` (exports, agreement; with beat embedded for
+    # the periodic reapers), `imports`, and `gpu` (reward-model training, on the CPU here), so
+    # that neither a training run nor a large import holds up the others.
     workers = {
         "worker": ["-Q", "default", "-B", "--schedule", str(VAR / "celerybeat-schedule")],
+        "import-worker": ["-Q", "imports"],
         "gpu-worker": ["-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1"],
     }
     celery = [str(BIN / "celery"), "-A", "arpad", "worker", "--pool", "solo", "-l", "info"]
@@ -131,7 +132,8 @@ def main() -> None:
                 f"  Manager:   admin / {password}\n"
                 f"  Annotator: annotator / {password}\n"
                 f"  API docs:  http://127.0.0.1:{port}/api/v1/docs/\n"
-                f"  Logs:      {logs}/worker.log (queue default), {logs}/gpu-worker.log (queue gpu), {logs}/web.log\n"
+                f"  Logs:      {logs}/worker.log (queue default), {logs}/import-worker.log (queue imports),\n"
+                f"             {logs}/gpu-worker.log (queue gpu), {logs}/web.log\n"
                 "Press Ctrl-C to stop.",
                 flush=True,
             )

@@ -92,7 +92,7 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     bin_dir = Path(sys.executable).parent
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [str(bin_dir / "celery"), "-A", "arpad", "worker", "-Q", "default", "--pool", "solo", "-l", "info"],
+            [str(bin_dir / "celery"), "-A", "arpad", "worker", "-Q", "default,imports", "--pool", "solo", "-l", "info"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

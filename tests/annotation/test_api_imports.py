@@ -67,7 +67,7 @@ class TestUpload:
         body = response.json()
         assert body["state"] == "queued" and body["file_name"] == "items.jsonl" and body["created_by"] == "manager"
         assert "file_path" not in body
-        assert len(callbacks) == 1 and sent == [("import", body["id"], "default")]
+        assert len(callbacks) == 1 and sent == [("import", body["id"], "imports")]
 
         job = ImportJob.objects.get(pk=body["id"])
         stored = Path(job.file_path)

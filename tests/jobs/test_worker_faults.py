@@ -71,7 +71,7 @@ def workers(transactional_db, settings, tmp_path) -> Iterator[Workers]:
         REWARDMODEL_DEVICE="cpu",
         OMP_NUM_THREADS="1",
     )
-    pool = Workers(env, f"default,{queue}", tmp_path)
+    pool = Workers(env, f"default,imports,{queue}", tmp_path)
     try:
         yield pool
     finally:
