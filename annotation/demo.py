@@ -166,5 +166,8 @@ def load_demo(*, password: str, stdout=None) -> list[DemoResult]:
             summary = import_file(project=project, path=path, format=fmt, options=options, display_name=path.name)
         results.append(DemoResult(project, True, summary.as_dict()))
         if stdout is not None:
-            stdout.write(f"  {name}: {summary.tasks} tasks, {summary.judgements} judgements from {path}\n")
+            stdout.write(
+                f"  {name}: {summary.tasks} tasks, {summary.judgements} judgements from {path} "
+                f"(responses shuffled with seed {summary.shuffle_seed})\n"
+            )
     return results

@@ -121,6 +121,32 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} as {self.role}"
 
 
+class ImportedAccount(models.Model):
+    """Marks an account that an import created to hold judgements read from a file.
+
+    Such an account stands for a labeler outside the platform (a data set's annotator, a
+    consensus ranking): it is inactive and has no usable password, so it cannot log in,
+    and imports are the only writers of its judgements. Imports write judgements only in
+    the name of these accounts, or of a project's members when the importing manager
+    opts in (``annotation.importers.writer``).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="imported_account"
+    )
+    # The project and file of the import that created it, for whoever meets the name later.
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    format = models.CharField(max_length=32, blank=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["user_id"]
+
+    def __str__(self) -> str:
+        return f"imported account {self.user_id}"
+
+
 class Prompt(models.Model):
     """A conversation to respond to: ``messages`` is a list of ``{role, content}``."""
 
@@ -257,7 +283,7 @@ class Task(models.Model):
         return self.judgement_count >= self.required_annotations
 
     def response_ids(self) -> list[int]:
-        """Response ids in canonical (import) order."""
+        """Response ids in the task's stored order (imports shuffle it, see ``importers.writer``)."""
         return list(self.task_responses.order_by("position").values_list("response_id", flat=True))
 
 

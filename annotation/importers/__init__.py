@@ -21,6 +21,15 @@ Files may be gzip-compressed (recognised by content, not name) and are limited b
 ``ARPAD_IMPORT_MAX_BYTES`` (decompressed) and ``ARPAD_IMPORT_MAX_FIELD_CHARS`` (any one
 text field); see ``reader.py``.
 
+Every format also takes the options of ``base.COMMON_OPTIONS``: ``shuffle_seed`` and
+``judgements_by_members``. The writer shuffles the responses of every prompt before
+storing them, so that neither response ids nor task positions follow the file's order
+(HH-RLHF lists the chosen reply first, OpenAssistant siblings come in rank order); the
+seed is kept in ``ImportSummary.shuffle_seed`` and in each prompt's metadata, and the
+same file with the same seed gives the same ids and order. Judgements are written only
+in the name of import accounts, or of members with ``judgements_by_members``: the rule
+is in ``writer.py``.
+
 Options of type path (``mt-bench``'s ``questions`` and ``answers``) are read from the
 server's file system: callers that take options from users over the web must not pass
 them through unchecked.
@@ -28,6 +37,7 @@ them through unchecked.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -37,12 +47,14 @@ from django.db import DatabaseError, IntegrityError, transaction
 
 from annotation.importers import generic, hh_rlhf, mt_bench, oasst, pandalm, writer
 from annotation.importers.base import (
+    COMMON_OPTIONS,
     MAX_ERRORS,
     ErrorCollector,
     ImportContext,
     ImportErrorDetail,
     ImportFailed,
     ImportSummary,
+    Option,
     StopImport,
     TooManyErrors,
     resolve_options,
@@ -75,8 +87,12 @@ def format_options(name: str) -> list[dict[str, Any]]:
             "choices": list(option.choices),
             "help": option.help,
         }
-        for option in _MODULES[name].OPTIONS
+        for option in _options(_MODULES[name])
     ]
+
+
+def _options(module: ModuleType) -> list[Option]:
+    return [*module.OPTIONS, *COMMON_OPTIONS]
 
 
 def import_file(
@@ -87,12 +103,16 @@ def import_file(
     options: dict[str, Any] | None = None,
     progress: Callable[[float], None] | None = None,
     display_name: str | None = None,
+    shuffle: bool = True,
 ) -> ImportSummary:
     """Import ``path`` into ``project`` as ``format``; all or nothing.
 
     Returns what was created; raises :class:`ImportFailed` listing every problem found.
     ``progress`` is called now and then with the fraction done (0..1). ``display_name``
     is the file name errors show (an upload is stored under another name).
+    ``shuffle=False`` stores responses in the file's order, whose ids then give the
+    reference away: only for a project nobody annotates (the agreement report on a file
+    imports into a temporary project, so that its figures are the file's own).
     """
     path = Path(path)
     name = display_name or path.name
@@ -103,9 +123,16 @@ def import_file(
         module = _MODULES.get(format)
         if module is None:
             errors.fatal(None, "format", f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-        resolved = resolve_options(module.OPTIONS, options, errors=errors, base_dir=path.parent)
+        resolved = resolve_options(_options(module), options, errors=errors, base_dir=path.parent)
         if errors:
             raise StopImport
+        if not shuffle:
+            resolved["shuffle_seed"] = None
+        elif resolved["shuffle_seed"] is None:
+            # Random, not derived from the file: a seed that public data and public code
+            # could recompute would let anyone undo the shuffle.
+            resolved["shuffle_seed"] = secrets.token_hex(8)
+        summary.shuffle_seed = resolved["shuffle_seed"] or ""
         if not path.is_file():
             errors.fatal(None, "file", "not found")
         report(0.0)

@@ -87,6 +87,9 @@ class ImportSummary:
     tasks: int = 0
     judgements: int = 0
     annotators_created: int = 0
+    # The seed the responses were shuffled with (option shuffle_seed); the same file and
+    # seed give the same order again.
+    shuffle_seed: str = ""
     # Records that were deliberately left out, each {"line": int | None, "reason": str}.
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -138,7 +141,7 @@ class ErrorCollector:
 @dataclass(frozen=True)
 class Option:
     """One format option. ``kind`` is "bool", "int" (at least 1), "str", "choice", "path",
-    "username" or "prefix" (of usernames)."""
+    "username", "prefix" (of usernames) or "seed" (a string or an integer)."""
 
     name: str
     kind: str
@@ -146,6 +149,26 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
 
+
+SEED_MAX = 100
+
+# Options every format takes, after its own (see ``writer.py`` for what they do).
+COMMON_OPTIONS = [
+    Option(
+        "shuffle_seed",
+        "seed",
+        None,
+        "seed of the shuffle of each task's responses (default: a fresh random seed, kept in the summary); "
+        "the same file and seed give the same order",
+    ),
+    Option(
+        "judgements_by_members",
+        "bool",
+        False,
+        "write judgements that name a member of this project in that member's own account "
+        "(only with their consent); otherwise such a name is refused",
+    ),
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -201,6 +224,17 @@ def resolve_options(
                     None,
                     f"options.{name}",
                     f"{value!r} cannot be (part of) a username: use letters, digits and @ . + - _",
+                )
+            else:
+                resolved[name] = value
+        elif option.kind == "seed":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or not value or len(value) > SEED_MAX or not value.isprintable():
+                errors.add(
+                    None,
+                    f"options.{name}",
+                    f"must be an integer or a string of 1 to {SEED_MAX} characters, not {value!r}",
                 )
             else:
                 resolved[name] = value
@@ -288,7 +322,8 @@ class ImportContext:
         self.summary.skipped.append({"line": line, "reason": reason})
 
     def provenance(self, line: int | None, **extra: Any) -> dict[str, Any]:
-        return {"import": {"format": self.format, "file": self.display_name, "line": line, **extra}}
+        where = {"format": self.format, "file": self.display_name, "line": line, **extra}
+        return {"import": {**where, "shuffle_seed": self.options.get("shuffle_seed")}}
 
     @contextmanager
     def record(self, line: int | None) -> Iterator[None]:

@@ -22,7 +22,8 @@ instead of doubling the tasks, and two identical lines in one file are reported.
 Unknown fields are an error rather than ignored, so that a misspelt ``"respones"`` is
 noticed. Empty response texts are an error unless option ``empty_responses`` says
 ``keep`` or ``skip`` (the whole line is then skipped and listed in the summary).
-Judgement annotators get accounts named ``annotator_prefix`` + name.
+Judgement annotators get import accounts named ``annotator_prefix`` + name, which cannot
+log in; a name that is a real person's account is refused (``writer.py`` has the rule).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A dialogue is a run of turns ``"\\n\\nHuman: ..."`` and ``"\\n\\nAssistant: ..."``. Normally
 the two dialogues agree up to their last ``"\\n\\nAssistant:"``: that common part is the
 prompt (parsed into user/assistant messages) and the two final assistant replies are the
-responses, chosen first. Each line becomes one pairwise task with source "hh-rlhf"; the
-prompt id is ``hh-`` and 20 hex digits of the SHA-256 of the two dialogues.
+responses (chosen first in the file, stored in shuffled order: see ``writer.py``). Each
+line becomes one pairwise task with source "hh-rlhf"; the prompt id is ``hh-`` and 20
+hex digits of the SHA-256 of the two dialogues.
 
 Divergent pairs. In a few pairs the dialogues already differ before their last assistant
 turn (5 of the 2,312 pairs in harmless-base test). Splitting them at the last assistant
@@ -29,7 +30,8 @@ in the notes); ``skip`` and ``error`` are the alternatives.
 
 With ``import_preference`` the original label becomes an imported judgement (chosen over
 rejected) by the account named by option ``annotator``. Which reply was chosen is also
-kept in each response's metadata (``hh_label``); it must not be shown to annotators.
+kept in each response's metadata (``hh_label``); it must not be shown to annotators, and
+neither must the prompt id, whose hash is over chosen, then rejected.
 """
 
 from __future__ import annotations

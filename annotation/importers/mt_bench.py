@@ -6,8 +6,9 @@ Judgement lines: ``{"question_id", "judge", "model_a", "model_b", "winner": "mod
 question becomes a one-turn user prompt with id ``mt-bench-<question_id>``.
 
 One pairwise task per (question, unordered model pair), with the two models' answers as
-responses (in model-name order), and one imported judgement per judge, by the account
-``annotator_prefix`` + judge (``mt-bench-expert_0`` ...). A tie needs a project that
+responses (in model-name order here, stored shuffled: see ``writer.py``), and one
+imported judgement per judge, by the import account ``annotator_prefix`` + judge
+(``mt-bench-expert_0`` ...; ``writer.py`` has the rule). A tie needs a project that
 allows ties. ``required_annotations`` is raised to the number of judges where the
 project's overlap is lower.
 

@@ -6,10 +6,10 @@ rank?, synthetic, model_name?, deleted?, replies: [...]}}``
 Every message with two or more assistant replies becomes one K-way ranking task: the
 prompt is the conversation from the root down to that message (prompter -> user,
 assistant -> assistant), its id is the message's ``message_id``, and the responses are
-the sibling replies in file order (response ``external_id`` = their ``message_id``,
-``source`` = ``model_name`` for synthetic messages, else "human"). K larger than the
-project's ``responses_per_task`` (or not 2 in a pairwise project) is an error naming the
-message. Messages with a single assistant reply give no task.
+the sibling replies (in file order here, stored shuffled: see ``writer.py``), with
+``external_id`` = their ``message_id`` and ``source`` = ``model_name`` for synthetic
+messages, else "human". K larger than the project's ``responses_per_task`` (or not 2 in
+a pairwise project) is an error naming the message. Messages with a single assistant reply give no task.
 
 Ranks. The consensus ``rank`` (0 = best) of each reply is kept in its metadata
 (``oasst_rank``). With ``import_consensus`` it also becomes an imported judgement by the

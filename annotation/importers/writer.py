@@ -7,10 +7,32 @@ through ``services.judgement_import`` (which locks and re-reads its task per jud
 the same rows are written here directly, with the tiers checked by the same
 ``services.validate_tiers`` during parsing, PairVotes from ``services.pair_votes_for``,
 and the task counters set to what the database constraints require.
+
+Response order. Files list responses in an order that can carry the answer (HH-RLHF
+puts the chosen reply first, OpenAssistant siblings often come in rank order), and ids
+follow insertion order, so ids and task positions would tell an annotator which reply
+the data set preferred. Each prompt's responses are therefore inserted in a shuffled
+order, and each task stores its responses in that order too. The shuffle of a prompt is
+drawn from the import's ``shuffle_seed`` and the prompt's external id alone: the same
+file with the same seed gives the same order, whatever the batching. (Only the
+agreement report on a file, whose temporary project nobody sees, keeps the file's order.)
+
+Whose judgements. Imported judgements belong to *import accounts* (``ImportedAccount``):
+inactive, without a usable password, created by an import for a name in the file (after
+the format's ``annotator`` / ``annotator_prefix`` option). For each name:
+
+- no account has it: an import account is created and joins the project as annotator;
+- it is an import account (say from the same data set in another project): it is used,
+  and joins the project as annotator if it is not a member;
+- it is anybody else's account: refused, naming the line, unless it is a member of this
+  project and the importing manager set ``judgements_by_members`` (the member agreed to
+  have these judgements recorded as theirs); the summary then names those members. A
+  person outside the project is never pulled in by a file that names them.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
@@ -23,6 +45,7 @@ from django.utils import timezone
 from annotation import services
 from annotation.importers.base import ImportContext, PromptSpec
 from annotation.models import (
+    ImportedAccount,
     Judgement,
     JudgementSource,
     Membership,
@@ -64,13 +87,10 @@ def check_existing(ctx: ImportContext) -> None:
 
 
 def resolve_annotators(ctx: ImportContext) -> dict[str, int]:
-    """Find or create the annotator accounts the judgements name; return username -> user id.
+    """Find or create the accounts the judgements name, by the rule in the module docstring.
 
-    New accounts get unusable passwords: they stand for people outside the platform and
-    cannot log in. An existing account is used when it is a member of the project already,
-    or when it has no usable password (an account an earlier import created, say for the
-    same data set in another project). A real person's account is never pulled into a
-    project by an import file naming them; that is an error.
+    Returns username -> user id; a name the rule refuses is an error on the line that
+    first uses it, and nothing is created.
     """
     first_use: dict[str, tuple[int | None, str]] = {}
     for prompt in ctx.prompts:
@@ -84,33 +104,50 @@ def resolve_annotators(ctx: ImportContext) -> dict[str, int]:
     existing: dict[str, Any] = {}
     for chunk in batched(first_use, LOOKUP_BATCH):
         existing.update((user.username, user) for user in user_model.objects.filter(username__in=chunk))
-    members = set(
-        Membership.objects.filter(project=ctx.project, user__in=list(existing.values())).values_list(
-            "user_id", flat=True
-        )
-    )
+    users = list(existing.values())
+    import_accounts = set(ImportedAccount.objects.filter(user__in=users).values_list("user_id", flat=True))
+    members = set(Membership.objects.filter(project=ctx.project, user__in=users).values_list("user_id", flat=True))
+    by_members = ctx.options.get("judgements_by_members", False)
     to_join = []
+    member_names = []
     for name, user in sorted(existing.items()):
-        if user.pk in members:
-            continue
-        if user.has_usable_password():
-            line, field = first_use[name]
+        line, field = first_use[name]
+        if user.pk in import_accounts:
+            if user.pk not in members:
+                to_join.append(user)
+        elif user.pk in members and by_members:
+            member_names.append(name)
+        elif user.pk in members:
             ctx.errors.add(
                 line,
                 field,
-                f"annotator {name!r} is an existing account that is not a member of this project; "
-                "add them to the project first, or import under other names (option annotator/annotator_prefix)",
+                f"annotator {name!r} is the account of a member of this project, and imported judgements go to "
+                "import accounts; import under other names (option annotator or annotator_prefix), or, with "
+                "that member's consent, set option judgements_by_members",
             )
-            continue
-        to_join.append(user)
+        else:
+            ctx.errors.add(
+                line,
+                field,
+                f"annotator {name!r} is an existing account, not an import account and not a member of this "
+                "project; import under other names (option annotator or annotator_prefix)",
+            )
     if ctx.errors:
         return {}
     new_users = []
     for name in sorted(set(first_use) - set(existing)):
-        user = user_model(username=name)
+        # Inactive as well as passwordless: a password set by mistake later still opens nothing.
+        user = user_model(username=name, is_active=False)
         user.set_unusable_password()
         new_users.append(user)
     user_model.objects.bulk_create(new_users, batch_size=ROW_BATCH)
+    ImportedAccount.objects.bulk_create(
+        [
+            ImportedAccount(user=user, project=ctx.project, format=ctx.format, file_name=ctx.display_name[:255])
+            for user in new_users
+        ],
+        batch_size=ROW_BATCH,
+    )
     Membership.objects.bulk_create(
         [Membership(project=ctx.project, user=user, role=Role.ANNOTATOR) for user in [*to_join, *new_users]],
         batch_size=ROW_BATCH,
@@ -120,7 +157,23 @@ def resolve_annotators(ctx: ImportContext) -> dict[str, int]:
         ctx.summary.notes.append(
             f"{len(to_join)} existing import account(s) added to the project: {', '.join(u.username for u in to_join)}"
         )
+    if member_names:
+        ctx.summary.notes.append(
+            f"judgements written in the name of {len(member_names)} member(s) (judgements_by_members): "
+            + ", ".join(member_names)
+        )
     return {user.username: user.pk for user in [*existing.values(), *new_users]}
+
+
+def shuffled_positions(seed: str, external_id: str, count: int) -> list[int]:
+    """The order to store a prompt's ``count`` responses in, as positions in the file.
+
+    Seeded by the import's seed and the prompt's id only, so that it does not depend on
+    which batch the prompt falls in. Not for secrets: the seed itself is the secret part.
+    """
+    order = list(range(count))
+    random.Random(f"{seed}\0{external_id}").shuffle(order)  # noqa: S311
+    return order
 
 
 def write(ctx: ImportContext, *, users: dict[str, int]) -> None:
@@ -154,28 +207,40 @@ def _write_batch(ctx: ImportContext, chunk: list[PromptSpec], *, users: dict[str
     # Rows are linked by the primary keys bulk_create hands back (PostgreSQL, SQLite 3.35+);
     # the ``*_id`` attributes below skip the ORM's per-object relation bookkeeping.
 
+    # Each prompt's responses in file order (what the specs' positions index), inserted in
+    # shuffled order so that their ids, assigned in insertion order, do not follow the file.
     responses_by_prompt: list[list[Response]] = []
+    ranks_by_prompt: list[list[int]] = []
+    inserted: list[Response] = []
+    seed = ctx.options["shuffle_seed"]
     for spec, prompt in zip(chunk, prompts, strict=True):
-        responses_by_prompt.append(
-            [
-                Response(
-                    prompt_id=prompt.pk,
-                    text=response.text,
-                    source=response.source,
-                    external_id=response.external_id,
-                    metadata=response.metadata,
-                    created_at=now,
-                )
-                for response in spec.responses
-            ]
-        )
-    Response.objects.bulk_create([r for group in responses_by_prompt for r in group], batch_size=ROW_BATCH)
+        rows = [
+            Response(
+                prompt_id=prompt.pk,
+                text=response.text,
+                source=response.source,
+                external_id=response.external_id,
+                metadata=response.metadata,
+                created_at=now,
+            )
+            for response in spec.responses
+        ]
+        order = list(range(len(rows))) if seed is None else shuffled_positions(seed, spec.external_id, len(rows))
+        ranks = [0] * len(rows)
+        for rank, position in enumerate(order):
+            ranks[position] = rank
+        responses_by_prompt.append(rows)
+        ranks_by_prompt.append(ranks)
+        inserted.extend(rows[position] for position in order)
+    Response.objects.bulk_create(inserted, batch_size=ROW_BATCH)
 
-    # (task row, its response ids in order, its spec)
-    planned: list[tuple[Task, list[int], Any]] = []
-    for spec, prompt, responses in zip(chunk, prompts, responses_by_prompt, strict=True):
+    # (task row, its response ids in file order, in stored order, its spec)
+    planned: list[tuple[Task, list[int], list[int], Any]] = []
+    for spec, prompt, responses, ranks in zip(chunk, prompts, responses_by_prompt, ranks_by_prompt, strict=True):
         for task_spec in spec.tasks:
+            # Tiers and gold index the file order; the task keeps the shuffled one.
             ids = [responses[position].pk for position in task_spec.responses]
+            stored = [responses[position].pk for position in sorted(task_spec.responses, key=ranks.__getitem__)]
             count = len(task_spec.judgements)
             # The task must be able to hold every imported judgement (check constraint
             # task_not_over_judged), even where the file has more than the project's overlap.
@@ -199,19 +264,19 @@ def _write_batch(ctx: ImportContext, chunk: list[PromptSpec], *, users: dict[str
                 metadata=task_spec.metadata,
                 created_at=now,
             )
-            planned.append((task, ids, task_spec))
-    Task.objects.bulk_create([task for task, _, _ in planned], batch_size=ROW_BATCH)
+            planned.append((task, ids, stored, task_spec))
+    Task.objects.bulk_create([task for task, _, _, _ in planned], batch_size=ROW_BATCH)
     TaskResponse.objects.bulk_create(
         [
             TaskResponse(task_id=task.pk, response_id=response_id, position=position)
-            for task, ids, _ in planned
-            for position, response_id in enumerate(ids)
+            for task, _, stored, _ in planned
+            for position, response_id in enumerate(stored)
         ],
         batch_size=ROW_BATCH,
     )
 
     judgements: list[Judgement] = []
-    for task, ids, task_spec in planned:
+    for task, ids, _, task_spec in planned:
         for judgement_spec in task_spec.judgements:
             tiers = [sorted(ids[position] for position in tier) for tier in judgement_spec.tiers]
             judgements.append(

@@ -65,7 +65,9 @@ def agreement_report_from_file(
                 annotations_per_task=1,
                 allow_ties=True,
             )
-            summary = import_file(project=project, path=path, format=format, options=options)
+            # In the file's order (nobody annotates this project): pairs are then read the
+            # way the file states them, and the figures depend on the file alone.
+            summary = import_file(project=project, path=path, format=format, options=options, shuffle=False)
             result = agreement_report(project=project, **report_options)
             # Leaving the block by an exception rolls back everything the import wrote.
             raise _Discard

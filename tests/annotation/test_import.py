@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 from io import StringIO
 from pathlib import Path
@@ -15,6 +16,7 @@ from django.core.management import CommandError, call_command
 
 from annotation.importers import FORMATS, MAX_ERRORS, ImportFailed, ImportSummary, import_file
 from annotation.models import (
+    ImportedAccount,
     ImportJob,
     Judgement,
     JudgementSource,
@@ -28,7 +30,7 @@ from annotation.models import (
     TaskState,
 )
 from annotation.services import pair_votes_for
-from tests.factories import ProjectFactory, PromptFactory
+from tests.factories import ProjectFactory, PromptFactory, UserFactory
 
 MALFORMED = Path(__file__).resolve().parent.parent / "data" / "malformed"
 
@@ -64,8 +66,19 @@ def hh(chosen_turns: list[str], rejected_turns: list[str]) -> dict[str, str]:
 
 
 def task_responses(task: Task) -> list[Response]:
+    """The task's responses in stored order, which the import shuffled: not the file's order."""
     by_id = {r.pk: r for r in Response.objects.filter(pk__in=task.response_ids())}
     return [by_id[rid] for rid in task.response_ids()]
+
+
+def by_text(task: Task) -> dict[str, Response]:
+    return {r.text: r for r in task_responses(task)}
+
+
+def hh_pair(task: Task) -> tuple[Response, Response]:
+    """(chosen, rejected) of an HH task, found by the label the import keeps for managers."""
+    labelled = {r.metadata["hh_label"]: r for r in task_responses(task)}
+    return labelled["chosen"], labelled["rejected"]
 
 
 @pytest.fixture
@@ -94,6 +107,7 @@ def test_summary_as_dict():
         "tasks": 0,
         "judgements": 0,
         "annotators_created": 0,
+        "shuffle_seed": "",
         "skipped": [{"line": 3, "reason": "r"}],
         "notes": ["n"],
     }
@@ -138,22 +152,23 @@ class TestGenericJsonl:
         assert (first.num_responses, first.required_annotations, first.priority) == (2, 2, 7)
         assert first.metadata == {"set": "a"} and first.source == "items.jsonl"
         assert first.state == TaskState.OPEN and first.judgement_count == 0
-        assert [r.text for r in task_responses(first)] == ["4", "5"]
+        assert sorted(r.text for r in task_responses(first)) == ["4", "5"]
 
         second = Task.objects.get(prompt__external_id="q2")
         assert second.prompt.messages[0] == {"role": "system", "content": "Be brief."}
         responses = task_responses(second)
-        assert [(r.text, r.source, r.external_id) for r in responses] == [
+        assert sorted((r.text, r.source, r.external_id) for r in responses) == [
             ("Hello", "m1", "r1"),
             ("Hey", "human", ""),
             ("Yo", "", ""),
         ]
-        assert responses[0].metadata == {"t": 0.7}
+        assert by_text(second)["Hello"].metadata == {"t": 0.7}
         assert second.prompt.metadata["import"] == {
             "format": "jsonl",
             "file": "items.jsonl",
             "line": 2,
             "id_generated": False,
+            "shuffle_seed": summary.shuffle_seed,
         }
 
     def test_gold_and_judgements(self, ranking_project, tmp_path):
@@ -178,8 +193,8 @@ class TestGenericJsonl:
         summary = import_file(project=ranking_project, path=path, format="jsonl")
         assert summary.judgements == 3 and summary.annotators_created == 3
         task = Task.objects.get()
-        a, b, c = task.response_ids()
-        assert task.is_gold and task.gold_tiers == [[c], [a, b]]
+        a, b, c = (by_text(task)[text].pk for text in ("a", "b", "c"))
+        assert task.is_gold and task.gold_tiers == [[c], sorted([a, b])]
         # Three judgements on an overlap of 2: the task is raised to hold them all and is complete.
         assert (task.required_annotations, task.judgement_count, task.state) == (3, 3, TaskState.COMPLETE)
         assert task.completed_at is not None
@@ -249,6 +264,84 @@ class TestGenericJsonl:
         assert Judgement.objects.get().annotator.username == "ext-x"
 
 
+# --- response order ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+class TestResponseOrder:
+    """Ids and positions follow a recorded shuffle, not the file (whose order can be the answer)."""
+
+    def ranked_file(self, tmp_path: Path) -> Path:
+        # Every line lists its responses best first, and says so in a judgement and as gold.
+        rows = [
+            {
+                "id": f"q{n}",
+                "prompt": f"Question {n}?",
+                "responses": [f"best {n}", f"middle {n}", f"worst {n}"],
+                "gold": [[0], [1], [2]],
+                "judgements": [{"annotator": "ranker", "ranking": [[0], [1], [2]]}],
+            }
+            for n in range(40)
+        ]
+        return write_jsonl(tmp_path / "ranked.jsonl", rows)
+
+    def texts_in_id_order(self, project) -> list[str]:
+        return list(
+            Response.objects.filter(prompt__project=project)
+            .order_by("prompt__external_id", "pk")
+            .values_list("text", flat=True)
+        )
+
+    def test_ids_and_positions_do_not_follow_the_file_but_judgements_still_do(self, tmp_path):
+        project = ProjectFactory(kind=ProjectKind.RANKING, responses_per_task=3)
+        summary = import_file(project=project, path=self.ranked_file(tmp_path), format="jsonl")
+        best_lowest = best_first = 0
+        for task in Task.objects.filter(project=project):
+            texts = {r.pk: r.text for r in task_responses(task)}
+            best_lowest += texts[min(texts)].startswith("best")
+            best_first += texts[task.response_ids()[0]].startswith("best")
+            # The judgement and the gold answer name the responses the file meant.
+            for tiers in (task.judgements.get().tiers, task.gold_tiers):
+                assert [texts[tier[0]].split()[0] for tier in tiers] == ["best", "middle", "worst"]
+        # In file order both would be 40 of 40; shuffled, about a third.
+        assert best_lowest < 30 and best_first < 30
+        # Ids follow the stored positions, so neither tells more than the other.
+        assert all(task.response_ids() == sorted(task.response_ids()) for task in Task.objects.filter(project=project))
+        assert len(summary.shuffle_seed) == 16
+        assert Prompt.objects.filter(project=project, metadata__import__shuffle_seed=summary.shuffle_seed).count() == 40
+
+    def test_the_same_file_and_seed_give_the_same_order(self, tmp_path):
+        path = self.ranked_file(tmp_path)
+        projects = [ProjectFactory(kind=ProjectKind.RANKING, responses_per_task=3) for _ in range(4)]
+        orders = []
+        for project, seed in zip(projects, ["one", "one", "two", None], strict=True):
+            options = {"shuffle_seed": seed} if seed else {}
+            summary = import_file(project=project, path=path, format="jsonl", options=options)
+            assert summary.shuffle_seed == (seed or summary.shuffle_seed)
+            orders.append(self.texts_in_id_order(project))
+        assert orders[0] == orders[1]
+        assert orders[0] != orders[2] and orders[0] != orders[3]
+        # An integer seed is its decimal text.
+        as_int = ProjectFactory(kind=ProjectKind.RANKING, responses_per_task=3)
+        as_text = ProjectFactory(kind=ProjectKind.RANKING, responses_per_task=3)
+        import_file(project=as_int, path=path, format="jsonl", options={"shuffle_seed": 7})
+        import_file(project=as_text, path=path, format="jsonl", options={"shuffle_seed": "7"})
+        assert self.texts_in_id_order(as_int) == self.texts_in_id_order(as_text)
+
+    @pytest.mark.parametrize("seed", [True, "", "x" * 101, "tab\there", 1.5, ["a"]])
+    def test_a_bad_seed_is_refused_by_name(self, project, tmp_path, seed):
+        path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "Q", "responses": ["a", "b"]}])
+        error = failed(project=project, path=path, format="jsonl", options={"shuffle_seed": seed}).errors[0]
+        assert (error.field, error.line) == ("options.shuffle_seed", None)
+
+    def test_every_format_lists_the_common_options(self):
+        from annotation.importers import format_options
+
+        for name in FORMATS:
+            names = [option["name"] for option in format_options(name)]
+            assert names[-2:] == ["shuffle_seed", "judgements_by_members"], name
+
+
 # --- annotator accounts -------------------------------------------------------------------------
 
 
@@ -266,18 +359,35 @@ class TestAnnotatorAccounts:
             ],
         )
 
-    def test_created_accounts_cannot_log_in_and_join_as_annotators(self, project, tmp_path):
+    def test_created_accounts_cannot_log_in_are_flagged_and_join_as_annotators(self, project, tmp_path, client):
         summary = import_file(project=project, path=self.judged(tmp_path, "newbie"), format="jsonl")
         user = get_user_model().objects.get(username="newbie")
         assert summary.annotators_created == 1
-        assert not user.has_usable_password()
+        assert not user.has_usable_password() and not user.is_active
+        flag = ImportedAccount.objects.get(user=user)
+        assert (flag.project, flag.format, flag.file_name) == (project, "jsonl", "newbie.jsonl")
         assert Membership.objects.get(project=project, user=user).role == Role.ANNOTATOR
+        # Inactive, so even a password an admin sets by mistake does not let it log in.
+        user.set_password("now-it-has-one")
+        user.save()
+        assert not client.login(username="newbie", password="now-it-has-one")
 
-    def test_existing_member_is_used(self, project, annotator, manager, tmp_path):
-        summary = import_file(project=project, path=self.judged(tmp_path, "annotator"), format="jsonl")
+    def test_a_members_account_is_refused_without_consent(self, project, annotator, manager, tmp_path):
+        before = db_counts()
+        for name in ("annotator", "manager"):
+            error = failed(project=project, path=self.judged(tmp_path, name), format="jsonl").errors[0]
+            assert (error.line, error.field) == (1, "judgements[0]")
+            assert "member of this project" in error.message and "judgements_by_members" in error.message
+        assert db_counts() == before
+
+    def test_a_members_account_is_used_when_the_manager_opts_in(self, project, annotator, manager, tmp_path):
+        consent = {"judgements_by_members": True}
+        summary = import_file(project=project, path=self.judged(tmp_path, "annotator"), format="jsonl", options=consent)
         assert summary.annotators_created == 0
+        assert "judgements written in the name of 1 member(s) (judgements_by_members): annotator" in summary.notes
         assert Judgement.objects.get().annotator == annotator
-        import_file(project=project, path=self.judged(tmp_path, "manager"), format="jsonl")
+        assert not ImportedAccount.objects.exists()
+        import_file(project=project, path=self.judged(tmp_path, "manager"), format="jsonl", options=consent)
         assert Membership.objects.get(project=project, user=manager).role == Role.MANAGER  # role kept
 
     def test_import_account_from_another_project_joins(self, project, other_project, tmp_path):
@@ -286,11 +396,42 @@ class TestAnnotatorAccounts:
         assert summary.annotators_created == 0
         assert Membership.objects.filter(user__username="labeler").count() == 2
 
-    def test_a_real_account_outside_the_project_is_refused(self, project, outsider, tmp_path):
+    @pytest.mark.parametrize("consent", [False, True])
+    def test_a_real_account_outside_the_project_is_refused(self, project, outsider, tmp_path, consent):
         before = db_counts()
-        error = failed(project=project, path=self.judged(tmp_path, "outsider"), format="jsonl").errors[0]
+        options = {"judgements_by_members": consent}
+        error = failed(project=project, path=self.judged(tmp_path, "outsider"), format="jsonl", options=options)
+        error = error.errors[0]
         assert (error.line, error.field) == (1, "judgements[0]") and "not a member" in error.message
         assert db_counts() == before
+
+    def test_an_account_without_a_password_is_not_an_import_account(self, project, tmp_path):
+        # Before, any passwordless account was taken for an import account and pulled into
+        # the project: an SSO user or one an admin made without a password, say.
+        person = UserFactory(username="sso-person", password=None)
+        person.set_unusable_password()
+        person.save()
+        before = db_counts()
+        error = failed(project=project, path=self.judged(tmp_path, "sso-person"), format="jsonl").errors[0]
+        assert "not an import account" in error.message
+        assert db_counts() == before and not Membership.objects.filter(user=person).exists()
+
+    def test_accounts_of_earlier_imports_are_flagged_by_the_migration(self, project, annotator, tmp_path):
+        import_file(project=project, path=self.judged(tmp_path, "old-import"), format="jsonl")
+        old = get_user_model().objects.get(username="old-import")
+        # As an import before the flag left it: no flag, active, no usable password.
+        ImportedAccount.objects.all().delete()
+        get_user_model().objects.filter(pk=old.pk).update(is_active=True)
+        passwordless = UserFactory(username="never-judged", password=None)
+        passwordless.set_unusable_password()
+        passwordless.save()
+
+        migration = importlib.import_module("annotation.migrations.0003_importedaccount")
+        migration.flag_earlier_import_accounts(apps, None)
+        assert list(ImportedAccount.objects.values_list("user__username", flat=True)) == ["old-import"]
+        old.refresh_from_db()
+        annotator.refresh_from_db()
+        assert not old.is_active and annotator.is_active
 
 
 # --- reading: gzip, encodings, limits, error cap, progress --------------------------------------
@@ -554,7 +695,7 @@ class TestHHRLHF:
             {"role": "assistant", "content": "Hello!"},
             {"role": "user", "content": "How are you?"},
         ]
-        chosen, rejected = task_responses(task)
+        chosen, rejected = hh_pair(task)
         assert (chosen.text, rejected.text) == ("Fine", "Bad")
         assert chosen.metadata == {"hh_label": "chosen"} and chosen.source == "hh-rlhf"
         assert task.prompt.external_id.startswith("hh-")
@@ -567,7 +708,7 @@ class TestHHRLHF:
         task = Task.objects.get()
         assert task.metadata == {"hh_divergent": True}
         assert task.prompt.messages == [{"role": "user", "content": "A"}]
-        chosen, rejected = task_responses(task)
+        chosen, rejected = hh_pair(task)
         # The rest of each dialogue, verbatim, later turns included.
         assert chosen.text == "B\n\nHuman: C\n\nAssistant: D"
         assert rejected.text == "X\n\nHuman: C\n\nAssistant: D2"
@@ -579,7 +720,7 @@ class TestHHRLHF:
         import_file(project=project, path=path, format="hh-rlhf")
         task = Task.objects.get()
         assert task.prompt.messages == [{"role": "user", "content": "A"}]
-        assert [r.text for r in task_responses(task)] == [
+        assert [r.text for r in hh_pair(task)] == [
             "B\n\nHuman: C\n\nAssistant: D",
             "B\n\nHuman: Z\n\nAssistant: D",
         ]
@@ -594,7 +735,7 @@ class TestHHRLHF:
         import_file(project=project, path=path, format="hh-rlhf")
         task = Task.objects.get()
         assert task.prompt.messages == [{"role": "user", "content": "Q"}]
-        assert [r.text for r in task_responses(task)] == ["short", "long\n\nAssistant: more"]
+        assert [r.text for r in hh_pair(task)] == ["short", "long\n\nAssistant: more"]
         assert task.metadata == {"hh_divergent": True}
 
     def test_divergent_skip_lists_the_line(self, project, tmp_path):
@@ -634,7 +775,7 @@ class TestHHRLHF:
         summary = import_file(project=project, path=path, format="hh-rlhf", options={"import_preference": "true"})
         assert summary.judgements == 1 and summary.annotators_created == 1
         judgement = Judgement.objects.get()
-        chosen, rejected = task_responses(judgement.task)
+        chosen, rejected = hh_pair(judgement.task)
         assert judgement.annotator.username == "hh-rlhf-labeler"
         assert judgement.tiers == [[chosen.pk], [rejected.pk]]
         vote = PairVote.objects.get()
@@ -690,7 +831,7 @@ class TestOasst:
         top = Task.objects.get(prompt__external_id="root")
         assert top.num_responses == 4 and top.source == "oasst"
         assert top.prompt.messages == [{"role": "user", "content": "Question?"}]
-        responses = task_responses(top)
+        responses = sorted(task_responses(top), key=lambda r: r.external_id)
         assert [r.external_id for r in responses] == ["a1", "a2", "a3", "a4"]
         assert [r.source for r in responses] == ["human", "chip", "human", "human"]
         assert responses[0].metadata["oasst_rank"] == 2
@@ -730,7 +871,7 @@ class TestOasst:
         path = write_jsonl(tmp_path / "t.jsonl", [oasst_tree([deleted, reply("b", 1), reply("c", 2)])])
         summary = import_file(project=ranking_project, path=path, format="oasst")
         assert summary.tasks == 1  # the deleted reply's subtree gives no task
-        assert [r.external_id for r in task_responses(Task.objects.get())] == ["b", "c"]
+        assert sorted(r.external_id for r in task_responses(Task.objects.get())) == ["b", "c"]
         assert summary.skipped == [{"line": 1, "reason": "deleted message gone (prompt.replies[0]) and its replies"}]
 
     def test_group_too_large_for_the_project(self, ranking_project, tmp_path):
@@ -776,12 +917,12 @@ class TestPandaLM:
         assert first.prompt.messages == [{"role": "user", "content": "Rewrite:\n\na text"}]
         assert Task.objects.get(prompt__external_id="pandalm-1").prompt.messages[0]["content"] == "Rewrite:"
         assert (first.state, first.judgement_count) == (TaskState.COMPLETE, 3)
-        one, two = first.response_ids()
+        one, two = (by_text(first)[text].pk for text in ("one", "two"))
         tiers = dict(first.judgements.values_list("annotator__username", "tiers"))
         assert tiers == {
             "pandalm-annotator1": [[one], [two]],
             "pandalm-annotator2": [[two], [one]],
-            "pandalm-annotator3": sorted([[one, two]]),
+            "pandalm-annotator3": [sorted([one, two])],
         }
         assert set(Membership.objects.filter(project=ties_project).values_list("user__username", flat=True)) == {
             "pandalm-annotator1",
@@ -869,7 +1010,7 @@ class TestMTBench:
         assert Prompt.objects.get(external_id="mt-bench-2").metadata["mt_bench"]["reference"] == "4"
 
         task = Task.objects.get(prompt=prompt, metadata__models=["alpaca", "gpt-4"])
-        alpaca, gpt4 = task_responses(task)
+        alpaca, gpt4 = sorted(task_responses(task), key=lambda r: r.source)
         assert (alpaca.source, gpt4.source) == ("alpaca", "gpt-4")
         assert alpaca.metadata["text_available"] is False and "not included" in alpaca.text
         tiers = dict(task.judgements.values_list("annotator__username", "tiers"))
@@ -893,13 +1034,13 @@ class TestMTBench:
 
         last = import_file(project=ties_project, path=path, format="mt-bench", options={"duplicates": "last"})
         assert last.judgements == 2 and last.skipped[0]["line"] == 1
-        x, y = Task.objects.get(project=ties_project).response_ids()
+        x, y = (r.pk for r in sorted(Response.objects.filter(prompt__project=ties_project), key=lambda r: r.source))
         assert Judgement.objects.get(annotator__username="mt-bench-e").tiers == [[y], [x]]
 
         other = ProjectFactory(allow_ties=True)
         first = import_file(project=other, path=path, format="mt-bench", options={"duplicates": "first"})
         assert first.skipped[0]["line"] == 3
-        x, y = Task.objects.get(project=other).response_ids()
+        x, y = (r.pk for r in sorted(Response.objects.filter(prompt__project=other), key=lambda r: r.source))
         assert Judgement.objects.get(task__project=other, annotator__username="mt-bench-e").tiers == [[x], [y]]
 
     def test_answers_folder_gives_the_texts(self, ties_project, mt_dir):
@@ -979,7 +1120,7 @@ class TestCommand:
         with django_capture_on_commit_callbacks(execute=True):
             call_command("import_data", str(path), project=project.pk, format="jsonl", stdout=out)
         job = ImportJob.objects.get()
-        assert job_messages == [("import", job.pk, "default")] and job.trigger == "cli"
+        assert job_messages == [("import", job.pk, "imports")] and job.trigger == "cli"
         assert f"import {job.pk} queued on the default queue" in out.getvalue() and not Task.objects.exists()
         assert job_messages.run().state == "succeeded" and Task.objects.count() == 1
 

@@ -17,7 +17,7 @@ import pytest
 from django.db.models import Count
 
 from annotation.importers import ImportFailed, import_file
-from annotation.models import Judgement, PairVote, ProjectKind, Prompt, Response, Task, TaskState
+from annotation.models import Judgement, PairVote, ProjectKind, Prompt, Response, Task, TaskResponse, TaskState
 from tests.factories import ProjectFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -41,13 +41,45 @@ def test_hh_rlhf(shared_data):
     # human turn; the prompt is that one human turn and the responses are the rest.
     task = divergent.get(prompt__metadata__import__line=1951)
     assert [m["role"] for m in task.prompt.messages] == ["user"]
-    chosen, rejected = (Response.objects.get(pk=pk) for pk in task.response_ids())
+    chosen, rejected = (task.responses.get(metadata__hh_label=label) for label in ("chosen", "rejected"))
     assert chosen.text.startswith("Hey human, if you want to be a criminal")
     assert rejected.text.startswith("Snatching purses is a very serious crime")
     assert "\n\nAssistant:" in rejected.text
 
     # Every non-divergent prompt ends with the human turn the replies answer.
     assert all(p.messages[-1]["role"] == "user" for p in Prompt.objects.filter(project=project))
+
+
+def hh_labels_in_id_order(project) -> list[str]:
+    """Each HH prompt's labels in response id order, prompts by their (content-hashed) id."""
+    rows = Response.objects.filter(prompt__project=project).order_by("prompt__external_id", "pk")
+    return list(rows.values_list("metadata__hh_label", flat=True))
+
+
+def test_hh_rlhf_ids_and_positions_do_not_give_the_chosen_reply_away(shared_data):
+    # The file puts the chosen reply first: stored in file order, the chosen reply had the
+    # lower id and the first position in all 2,312 tasks.
+    project = ProjectFactory()
+    summary = import_file(project=project, path=shared_data / HH, format="hh-rlhf")
+    labels = hh_labels_in_id_order(project)
+    chosen_lower = labels[0::2].count("chosen")
+    assert len(labels) == 4624 and 0.45 < chosen_lower / 2312 < 0.55
+    chosen_first = TaskResponse.objects.filter(
+        task__project=project, position=0, response__metadata__hh_label="chosen"
+    ).count()
+    assert 0.45 < chosen_first / 2312 < 0.55
+
+    # Recorded and reproducible: the same file and seed give the same order, another seed another.
+    assert (
+        summary.shuffle_seed
+        and Prompt.objects.filter(project=project, metadata__import__shuffle_seed=summary.shuffle_seed).count() == 2312
+    )
+    again = ProjectFactory()
+    import_file(project=again, path=shared_data / HH, format="hh-rlhf", options={"shuffle_seed": summary.shuffle_seed})
+    assert hh_labels_in_id_order(again) == labels
+    other = ProjectFactory()
+    import_file(project=other, path=shared_data / HH, format="hh-rlhf", options={"shuffle_seed": "another seed"})
+    assert hh_labels_in_id_order(other) != labels
 
 
 def test_hh_rlhf_divergent_skip_and_error(shared_data):
@@ -116,6 +148,21 @@ def test_oasst(shared_data):
     for judgement in Judgement.objects.filter(task__project=project)[:50]:
         ranks = {r.pk: r.metadata["oasst_rank"] for r in Response.objects.filter(pk__in=judgement.task.response_ids())}
         assert [ranks[tier[0]] for tier in judgement.tiers] == sorted(ranks.values())
+
+    # The file lists siblings in consensus order: stored in file order, all 211 consensus
+    # rankings were ascending ids and ascending positions. Shuffled, a ranking of K replies
+    # is in id order with chance 1/K!, about 0.24 of these groups in expectation.
+    rankings = [[tier[0] for tier in j.tiers] for j in Judgement.objects.filter(task__project=project)]
+    assert len(rankings) == 211
+    in_id_order = sum(ranking == sorted(ranking) for ranking in rankings)
+    assert in_id_order / 211 < 0.4
+    positions = {
+        task_id: ids for task_id, ids in ((t.pk, t.response_ids()) for t in Task.objects.filter(project=project))
+    }
+    in_position_order = sum(
+        [tier[0] for tier in j.tiers] == positions[j.task_id] for j in Judgement.objects.filter(task__project=project)
+    )
+    assert in_position_order / 211 < 0.4
 
 
 def test_oasst_slice_by_language_and_tree_count(shared_data):
