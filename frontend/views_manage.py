@@ -133,7 +133,11 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
         else:
             messages.error(request, "Unknown action.")
             return redirect("project-members", project_id=project.pk)
-    members = Membership.objects.filter(project=project).select_related("user").order_by("role", "user__username")
+    members = (
+        Membership.objects.filter(project=project)
+        .select_related("user", "user__imported_account")
+        .order_by("role", "user__username")
+    )
     return _page(request, "members.html", project, "members", members=members, add_form=add_form, roles=Role.choices)
 
 

@@ -121,11 +121,17 @@ class ProjectSerializer(serializers.ModelSerializer):
 class MembershipSerializer(serializers.ModelSerializer):
     user_id = serializers.IntegerField(read_only=True)
     username = serializers.CharField(source="user.username", read_only=True)
+    imported = serializers.SerializerMethodField(
+        help_text="An import account: it holds judgements an import wrote for a file's labeler, and cannot log in."
+    )
 
     class Meta:
         model = Membership
-        fields = ["user_id", "username", "role", "created_at"]
+        fields = ["user_id", "username", "imported", "role", "created_at"]
         read_only_fields = ["created_at"]
+
+    def get_imported(self, membership: Membership) -> bool:
+        return hasattr(membership.user, "imported_account")
 
 
 class MembershipCreateSerializer(serializers.Serializer):
@@ -237,7 +243,8 @@ class TaskFilterSerializer(serializers.Serializer):
 
 
 class TaskSerializer(serializers.ModelSerializer):
-    """What every member may see of a task. Gold status stays hidden from annotators."""
+    """What an annotator may see of a task: nothing of where it came from (its source names a
+    data set or a file) and nothing of its gold status."""
 
     prompt_id = serializers.IntegerField(read_only=True)
     state = NamedChoiceField(enum_name="TaskStateEnum", choices=TaskState.choices, read_only=True)
@@ -248,7 +255,6 @@ class TaskSerializer(serializers.ModelSerializer):
             "id",
             "prompt_id",
             "state",
-            "source",
             "rl_round",
             "priority",
             "num_responses",
@@ -260,11 +266,28 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class TaskManagerSerializer(TaskSerializer):
+    """A manager's row of the task list adds the task's source."""
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "source"]
+        read_only_fields = fields
+
+
 class PromptSerializer(serializers.ModelSerializer):
+    """An annotator's view of a prompt: its text only. The external id (a data set's item or
+    message id, an HH id hashed over chosen then rejected) would point at the reference."""
+
     messages = MessagesField(read_only=True)
 
     class Meta:
         model = Prompt
+        fields = ["id", "messages"]
+        read_only_fields = fields
+
+
+class PromptManagerSerializer(PromptSerializer):
+    class Meta(PromptSerializer.Meta):
         fields = ["id", "external_id", "messages"]
         read_only_fields = fields
 
@@ -288,14 +311,15 @@ class ResponseDetailSerializer(serializers.ModelSerializer):
 
 
 class TaskManagerDetailSerializer(TaskDetailSerializer):
-    """A manager's view adds the responses' origin, gold status and every judgement."""
+    """A manager's view adds the origin of the task, its prompt and responses, gold status and every judgement."""
 
+    prompt = PromptManagerSerializer(read_only=True)
     responses = ResponseDetailSerializer(source="ordered_responses", many=True, read_only=True)
     gold_tiers = TiersField(read_only=True, allow_null=True)
     judgements = JudgementSerializer(source="visible_judgements", many=True, read_only=True)
 
     class Meta(TaskDetailSerializer.Meta):
-        fields = [*TaskDetailSerializer.Meta.fields, "is_gold", "gold_tiers", "metadata", "judgements"]
+        fields = [*TaskDetailSerializer.Meta.fields, "source", "is_gold", "gold_tiers", "metadata", "judgements"]
         read_only_fields = fields
 
 

@@ -222,7 +222,7 @@ class MemberListView(ProjectRulesMixin, ProjectScopedMixin, generics.ListCreateA
     def get_queryset(self) -> QuerySet[Membership]:
         if self.is_schema_request():
             return Membership.objects.none()
-        return Membership.objects.filter(project=self.project).select_related("user")
+        return Membership.objects.filter(project=self.project).select_related("user", "user__imported_account")
 
     @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -361,12 +361,26 @@ class SkipView(QueueErrorMixin, APIView):
 # --- tasks and judgements -------------------------------------------------------------------
 
 
-@extend_schema_view(get=extend_schema(parameters=[s.TaskFilterSerializer]))
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[s.TaskFilterSerializer],
+        responses=PolymorphicProxySerializer(
+            component_name="TaskForRole",
+            serializers=[s.TaskManagerSerializer, s.TaskSerializer],
+            resource_type_field_name=None,
+            many=True,
+        ),
+    )
+)
 class TaskListView(NoStoreMixin, ProjectScopedMixin, generics.ListAPIView):
-    """Managers see every task; annotators the tasks they were given."""
+    """Managers see every task with its source; annotators the tasks they were given, without it."""
 
-    serializer_class = s.TaskSerializer
     permission_classes = [IsAuthenticated, IsProjectMember]
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        if not self.is_schema_request() and self.project.caller_role == Role.MANAGER:
+            return s.TaskManagerSerializer
+        return s.TaskSerializer
 
     def get_queryset(self) -> QuerySet[Task]:
         if self.is_schema_request():
@@ -374,6 +388,9 @@ class TaskListView(NoStoreMixin, ProjectScopedMixin, generics.ListAPIView):
         filters = s.TaskFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = filters.validated_data
+        if "source" in wanted and self.project.caller_role != Role.MANAGER:
+            # Where tasks came from is a manager's business; filtering by it would tell anyway.
+            raise serializers.ValidationError({"source": ["Only managers filter tasks by source."]})
         qs = Task.objects.visible_in(self.project, user=self.request.user, role=self.project.caller_role)
         if "state" in wanted:
             qs = qs.filter(state=wanted["state"])

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.api import views
+from annotation.importers import import_file
 from annotation.models import Assignment, ImportJob, Judgement, Membership, Project, Role
 from tests.factories import UserFactory, make_task
 
@@ -371,6 +372,18 @@ class TestMembers:
             ("manager", "manager"),
             ("annotator", "annotator"),
         ]
+
+    def test_import_accounts_are_marked(self, project, manager, annotator, tmp_path):
+        path = tmp_path / "judged.jsonl"
+        row = {"prompt": "Q", "responses": ["a", "b"], "judgements": [{"annotator": "labeler", "ranking": [[0], [1]]}]}
+        path.write_text(json.dumps(row) + "\n")
+        import_file(project=project, path=path, format="jsonl")
+        body = client_for(manager).get(f"{API}/projects/{project.pk}/members/").json()
+        assert {m["username"]: m["imported"] for m in body["results"]} == {
+            "manager": False,
+            "annotator": False,
+            "labeler": True,
+        }
 
     def test_add_by_username(self, project, manager):
         newcomer = UserFactory(username="newcomer")

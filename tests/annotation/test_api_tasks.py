@@ -6,8 +6,10 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotation import services
+from annotation.importers import import_file
 from annotation.models import Membership, Role, Task, TaskState
-from tests.factories import UserFactory, make_task
+from tests.annotation.blind import REAL_IMPORTS, assert_blind, origin_values
+from tests.factories import ProjectFactory, UserFactory, make_task
 
 API = "/api/v1"
 
@@ -77,7 +79,8 @@ class TestTaskDetail:
         assert body["prompt"]["messages"] == task.prompt.messages
         assert [r["id"] for r in body["responses"]] == task.response_ids()
         assert set(body["responses"][0]) == {"id", "text"}  # no model names
-        assert not {"is_gold", "gold_tiers", "judgements", "metadata"} & set(body)
+        assert not {"is_gold", "gold_tiers", "judgements", "metadata", "source"} & set(body)
+        assert set(body["prompt"]) == {"id", "messages"}  # no external id
 
     def test_annotator_cannot_open_a_task_they_were_not_given(self, project, annotator):
         task = make_task(project)
@@ -130,3 +133,37 @@ class TestJudgementList:
         judge(other_project, outsider)
         assert ids(client_for(manager).get(f"{API}/projects/{project.pk}/judgements/")) == []
         assert Task.objects.get(project=other_project).state == TaskState.OPEN
+
+
+# --- blind to the reference, on the real data ---------------------------------------------------
+
+
+@pytest.mark.realdata
+@pytest.mark.django_db
+@pytest.mark.parametrize(("fmt", "settings", "options", "file"), REAL_IMPORTS, ids=[r[0] for r in REAL_IMPORTS])
+def test_an_annotator_sees_no_external_id_or_source(shared_data, fmt, settings, options, file):
+    project = ProjectFactory(**settings)
+    annotator = UserFactory(username="annotator")
+    Membership.objects.create(project=project, user=annotator, role=Role.ANNOTATOR)
+    import_file(project=project, path=shared_data / file, format=fmt, options=options)
+    origin = origin_values(project)
+    assert len(origin) > 10
+    client = client_for(annotator)
+
+    claimed = client.post(f"{API}/projects/{project.pk}/claim/")
+    assert claimed.status_code == 200
+    assert_blind(claimed.json(), origin)
+    task_id = claimed.json()["assignment"]["task_id"]
+    listed = client.get(f"{API}/projects/{project.pk}/tasks/")
+    assert [row["id"] for row in listed.json()["results"]] == [task_id]
+    assert_blind(listed.json(), origin)
+    assert_blind(client.get(f"{API}/projects/{project.pk}/tasks/{task_id}/").json(), origin)
+    assert client.get(f"{API}/projects/{project.pk}/tasks/", {"source": fmt}).status_code == 400
+
+    # Managers keep seeing where it all came from.
+    manager = UserFactory(username="manager")
+    Membership.objects.create(project=project, user=manager, role=Role.MANAGER)
+    detail = client_for(manager).get(f"{API}/projects/{project.pk}/tasks/{task_id}/").json()
+    task = Task.objects.select_related("prompt").get(pk=task_id)
+    assert detail["prompt"]["external_id"] == task.prompt.external_id and detail["source"] == task.source
+    assert {r["source"] for r in detail["responses"]} <= origin

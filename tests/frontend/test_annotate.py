@@ -11,10 +11,12 @@ from django.test import Client
 
 from annotation import queue_sql
 from annotation.api.serializers import SUBMIT_MAX_BODY_BYTES
+from annotation.importers import import_file
 from annotation.models import Assignment, Judgement, Membership, Role
 from annotation.services import assignment_claim_next, judgement_submit
 from arpad.http import SMALL_BODY_MAX_BYTES
-from tests.factories import UserFactory, make_task
+from tests.annotation.blind import REAL_IMPORTS, assert_blind, origin_values
+from tests.factories import ProjectFactory, UserFactory, make_task
 
 pytestmark = pytest.mark.django_db
 
@@ -287,3 +289,27 @@ def test_ids_beyond_64_bits_are_404(client, project, annotator, task, big):
     assert client.post(f"/projects/{big}/annotate/next/").status_code == 404
     assert client.get(f"/projects/{project.pk}/annotate/assignments/{big}/").status_code == 404
     assert _post_json(client, f"/projects/{project.pk}/annotate/assignments/{big}/submit/").status_code == 404
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("fmt", "settings", "options", "file"), REAL_IMPORTS, ids=[r[0] for r in REAL_IMPORTS])
+def test_the_labeling_page_shows_no_external_id_or_source(client, shared_data, fmt, settings, options, file):
+    project = ProjectFactory(**settings)
+    annotator = UserFactory(username="annotator")
+    Membership.objects.create(project=project, user=annotator, role=Role.ANNOTATOR)
+    import_file(project=project, path=shared_data / file, format=fmt, options=options)
+    origin = origin_values(project)
+    client.force_login(annotator)
+
+    page = client.get(f"/projects/{project.pk}/annotate/").content.decode()
+    assert not [value for value in origin if len(value) > 6 and value in page]
+    first = client.post(f"/projects/{project.pk}/annotate/next/").json()["next"]
+    assert first is not None
+    assert_blind(first, origin)
+    rendered = client.get(f"/projects/{project.pk}/annotate/assignments/{first['id']}/").json()
+    assert_blind(rendered, origin)
+    url = f"/projects/{project.pk}/annotate/assignments/{first['id']}/submit/"
+    body = {"ranking": [[rid] for rid in first["display_order"]], "client_token": str(uuid.uuid4())}
+    following = client.post(url, data=json.dumps(body), content_type="application/json").json()
+    assert following["submitted"] is not None
+    assert_blind(following, origin)

@@ -16,6 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from annotation.import_jobs import import_job_run
+from annotation.importers import import_file
 from annotation.models import (
     ImportJob,
     ImportJobState,
@@ -228,6 +229,19 @@ def test_members_add_change_role_and_remove(mclient, project, annotator, manager
     assert Membership.objects.get(pk=newcomer.pk).role == Role.MANAGER
     mclient.post(url, {"action": "remove", "user_id": annotator.pk})
     assert not Membership.objects.filter(project=project, user=annotator).exists()
+
+
+def test_import_accounts_are_marked_on_the_members_page(mclient, project, annotator, tmp_path):
+    path = tmp_path / "judged.jsonl"
+    row = {"prompt": "Q", "responses": ["a", "b"], "judgements": [{"annotator": "labeler", "ranking": [[0], [1]]}]}
+    path.write_text(json.dumps(row) + "\n")
+    import_file(project=project, path=path, format="jsonl")
+    rows = re.findall(
+        r'<tr data-username="([^"]+)">\s*<td>(.*?)</td>',
+        mclient.get(f"/projects/{project.pk}/members/").content.decode(),
+    )
+    marked = {name: "import account, cannot log in" in cell for name, cell in rows}
+    assert marked == {"manager": False, "annotator": False, "labeler": True}
 
 
 def test_the_last_manager_cannot_be_demoted_or_removed(mclient, project, manager):
