@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotation.models import Assignment, ImportJob, Judgement, Membership, Project, Prompt, Task
+from annotation.models import Assignment, ImportedAccount, ImportJob, Judgement, Membership, Project, Prompt, Task
 from jobs.admin import JOB_LIST_DISPLAY, JOB_READONLY_FIELDS
 
 
@@ -50,3 +50,13 @@ class ImportJobAdmin(admin.ModelAdmin):
     list_display = [*JOB_LIST_DISPLAY, "format", "file_name"]
     list_filter = ["state", "format"]
     readonly_fields = [*JOB_READONLY_FIELDS, "summary"]
+
+
+@admin.register(ImportedAccount)
+class ImportedAccountAdmin(admin.ModelAdmin):
+    """Accounts imports created for a file's labelers: inactive, never to be given a password."""
+
+    list_display = ["user", "project", "format", "file_name", "created_at"]
+    list_filter = ["format"]
+    raw_id_fields = ["user", "project"]
+    readonly_fields = ["created_at"]

@@ -1110,6 +1110,7 @@ class TestCommand:
         )
         text = out.getvalue()
         assert "1 tasks" in text and "skipped 1 record(s)" in text and "hh.jsonl:2:" in text
+        assert "responses shuffled with seed " in text
         assert Task.objects.count() == 1
 
     def test_without_inline_the_import_is_a_job_queued_for_a_worker(
@@ -1121,7 +1122,7 @@ class TestCommand:
             call_command("import_data", str(path), project=project.pk, format="jsonl", stdout=out)
         job = ImportJob.objects.get()
         assert job_messages == [("import", job.pk, "imports")] and job.trigger == "cli"
-        assert f"import {job.pk} queued on the default queue" in out.getvalue() and not Task.objects.exists()
+        assert f"import {job.pk} queued on the imports queue" in out.getvalue() and not Task.objects.exists()
         assert job_messages.run().state == "succeeded" and Task.objects.count() == 1
 
     def test_failure_lists_every_error_and_exits_non_zero(self, project, tmp_path):

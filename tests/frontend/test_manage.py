@@ -289,6 +289,8 @@ def test_upload_queues_a_job_and_the_page_shows_its_result(mclient, project, dja
     import_job_run(job_id=job.pk)  # what the worker does with the message
     body = mclient.get(f"{url}?job={job.pk}").content.decode()
     assert "Imported 2 prompt(s), 4 response(s), 2 task(s)" in body
+    job.refresh_from_db()
+    assert f"shuffled with seed <code>{job.summary['shuffle_seed']}</code>" in body
     assert 'data-state="succeeded"' in body and 'id="job-cancel"' not in body  # finished: nothing to follow
     assert Task.objects.filter(project=project).count() == 2
 

@@ -79,9 +79,11 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"imported {path.name} into {project.name!r}: {summary.prompts} prompts, "
                 f"{summary.responses} responses, {summary.tasks} tasks, {summary.judgements} judgements, "
-                f"{summary.annotators_created} annotator accounts created"
+                f"{summary.annotators_created} import accounts created"
             )
         )
+        if summary.shuffle_seed:
+            self.stdout.write(f"responses shuffled with seed {summary.shuffle_seed} (option shuffle_seed repeats it)")
         for note in summary.notes:
             self.stdout.write(f"note: {note}")
         if summary.skipped:
@@ -99,5 +101,6 @@ class _Summary:
         self.tasks = data.get("tasks", 0)
         self.judgements = data.get("judgements", 0)
         self.annotators_created = data.get("annotators_created", 0)
+        self.shuffle_seed = data.get("shuffle_seed", "")
         self.notes = data.get("notes", [])
         self.skipped = data.get("skipped", [])
