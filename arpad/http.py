@@ -143,3 +143,39 @@ def body_limit(max_bytes: int) -> Callable[[Callable[..., HttpResponse]], Callab
         return limited
 
     return decorator
+
+
+# --- error pages ------------------------------------------------------------------------------
+# Django answers some refusals before any view runs (a body over DATA_UPLOAD_MAX_MEMORY_SIZE,
+# too many fields, an unknown URL). Under /api/ they take the API's shape, like every other
+# refusal there; pages keep Django's.
+
+
+def _api_error(request: HttpRequest, status: int, detail: str, code: str) -> HttpResponse | None:
+    if not request.path.startswith("/api/"):
+        return None
+    return JsonResponse({"detail": detail, "code": code, "field": None}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    from django.views import defaults
+
+    return _api_error(request, 400, "the request is malformed or too large", "bad_request") or defaults.bad_request(
+        request, exception
+    )
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    from django.views import defaults
+
+    return _api_error(request, 404, "no such endpoint or object", "not_found") or defaults.page_not_found(
+        request, exception
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    from django.views import defaults
+
+    return _api_error(request, 500, "the server failed; the error was logged", "server_error") or defaults.server_error(
+        request
+    )

@@ -14,3 +14,8 @@ urlpatterns = [
     path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include("frontend.urls")),
 ]
+
+# Refusals Django makes before a view runs answer in the API's shape under /api/.
+handler400 = "arpad.http.bad_request"
+handler404 = "arpad.http.page_not_found"
+handler500 = "arpad.http.server_error"

@@ -111,6 +111,10 @@ class ExportFileView(NoStoreMixin, ProjectScopedMixin, APIView):
 
     @extend_schema(
         responses={
+            # The media type follows the file: JSON Lines, Parquet, or JSON (the manifest).
+            (200, "application/x-ndjson"): OpenApiTypes.BINARY,
+            (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,
             (200, "application/octet-stream"): OpenApiTypes.BINARY,
             404: OpenApiResponse(description="No such snapshot or file."),
             409: OpenApiResponse(ErrorSerializer, description="The snapshot has not succeeded (code not_ready)."),
