@@ -224,6 +224,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # The refusals every operation can give (401/403/404/413/414/429/503), in one place.
+        "arpad.api.schema.add_standard_responses",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------------------
