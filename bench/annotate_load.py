@@ -448,6 +448,16 @@ def _our_postgres_pids(database_url: str) -> set[int]:
 Snapshot = dict[str, dict[int, float]]
 
 
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of a process and its descendants (gunicorn's master and workers), in MB."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in _descendants(root, _proc_stats()):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+    return total / 1e6
+
+
 def cpu_snapshot(gunicorn_pid: int, database_url: str) -> Snapshot:
     """CPU seconds per process so far, by party: client (this process tree), gunicorn, PostgreSQL, all."""
     postgres = _our_postgres_pids(database_url)
@@ -485,6 +495,8 @@ class CpuSampler(threading.Thread):
         self.last: Snapshot = {}
         self.times: list[float] = []
         self.busy: list[float] = []  # machine busy seconds at the first and the latest poll
+        # gunicorn's resident memory (master + workers) at each poll: flat over a long run, or a leak.
+        self.rss_mb: list[float] = []
         self.stop = threading.Event()
 
     def _poll(self) -> None:
@@ -497,6 +509,7 @@ class CpuSampler(threading.Thread):
         self.times = [self.times[0] if self.times else time.time(), time.time()]
         busy = _machine_busy_seconds()
         self.busy = [self.busy[0] if self.busy else busy, busy]
+        self.rss_mb.append(tree_rss_mb(self.gunicorn_pid))
 
     def run(self) -> None:
         if self.stop.wait(max(0.0, self.start_at - time.time())):
@@ -902,6 +915,12 @@ def print_report(summary: dict[str, Any], checks: list[tuple[str, bool, str]]) -
             f"postgres {cores['postgres']:.2f}, other processes {cores['other']:.2f}; "
             f"machine {cores['machine']:.2f} of {os.cpu_count()}"
         )
+    rss = summary.get("gunicorn_rss_mb")
+    if rss:
+        print(
+            f"  gunicorn RSS       {rss['start']:.0f} MB at the window's start, {rss['end']:.0f} MB at its end "
+            f"(max {rss['max']:.0f} MB; master + workers)"
+        )
     per = summary["cpu_ms_per_annotation"]
     if per:
         print(
@@ -993,6 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
             "statuses": dict(result.statuses),
             "errors": errors,
             "cpu_cores": cores,
+            "gunicorn_rss_mb": (
+                {"start": sampler.rss_mb[0], "end": sampler.rss_mb[-1], "max": max(sampler.rss_mb)}
+                if sampler.rss_mb
+                else None
+            ),
             "cpu_ms_per_annotation": per_annotation,
             "ceiling_per_s": ceiling,
             "invariants": {name: passed for name, passed, _ in checks},
