@@ -30,6 +30,8 @@ from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
 from rewardmodel.services import (
     RewardModelError,
+    base_model_name_of,
+    base_model_names,
     default_base_model,
     reward_model_run_create,
     reward_model_version_activate,
@@ -60,8 +62,11 @@ class TrainForm(forms.Form):
     """A new run: what to train on, from what, and the options a manager usually changes."""
 
     snapshot = forms.TypedChoiceField(coerce=int, label="Export snapshot")
-    base_model = forms.CharField(
-        required=False, max_length=1024, label="Base model", help_text="Checkpoint directory; empty: the default."
+    # A choice among the registered bases, never a typed path (rewardmodel.bases).
+    base_model = forms.ChoiceField(
+        required=False,
+        label="Base model",
+        help_text="Registered by the operator. Empty: the model of the version continued from, else the default.",
     )
     parent_version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Continue from")
     epochs = forms.IntegerField(min_value=_low("epochs"), max_value=_high("epochs"), initial=1)
@@ -116,7 +121,10 @@ class TrainForm(forms.Form):
         self.fields["parent_version"].choices = [("", "nothing (a fresh head on the base)")] + [
             (v.number, f"v{v.number}" + (" (active)" if v.is_active else "")) for v in versions
         ]
-        self.fields["base_model"].widget.attrs["placeholder"] = default_base_model() or "/path/to/checkpoint"
+        default = default_base_model()
+        self.fields["base_model"].choices = [("", f"default ({default})" if default else "default")] + [
+            (name, name) for name in base_model_names()
+        ]
 
     def config(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -159,7 +167,9 @@ def _version_rows(project: Project) -> list[dict[str, Any]]:
         rows.append(
             {
                 "version": v,
-                "base_short": v.base_model if len(parts) <= 3 else "…/" + "/".join(parts[-3:]),
+                # The registered name it started from (through its parents), else the path's end.
+                "base_short": base_model_name_of(v)
+                or (v.base_model if len(parts) <= 3 else "…/" + "/".join(parts[-3:])),
                 "metrics": [
                     v.metrics.get(key) if isinstance(v.metrics.get(key), int | float) else None
                     for key, _ in VERSION_METRICS

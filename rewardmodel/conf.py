@@ -44,21 +44,11 @@ def queue() -> str:
 
 
 def default_base_model() -> str:
-    """Base checkpoint when a run names none and has no parent (a path)."""
-    return str(_get("REWARDMODEL_DEFAULT_BASE_MODEL", ""))
+    """Name of the registered base (``rewardmodel.bases``) a run gets when it names none and has no parent.
 
-
-def base_model_roots() -> list[Path]:
-    """Directories a base model must lie under (ARTIFACT_ROOT always qualifies); empty: anywhere.
-
-    ``REWARDMODEL_BASE_MODEL_ROOTS`` is a list of paths (``os.pathsep``-separated in the
-    environment). Set it in production so that a manager cannot point training at an
-    arbitrary directory of the worker's file system.
+    Empty (the default): the bundled MiniLM encoder when it is installed.
     """
-    value = _get("REWARDMODEL_BASE_MODEL_ROOTS", "")
-    if isinstance(value, str):
-        value = [part for part in value.split(os.pathsep) if part]
-    return [Path(p) for p in value]
+    return str(_get("REWARDMODEL_DEFAULT_BASE_MODEL", ""))
 
 
 def scorer_cache_size() -> int:

@@ -110,7 +110,8 @@ class RetrainRule(models.Model):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="retrain_rule")
     enabled = models.BooleanField(default=True)
     min_new_pairs = models.PositiveIntegerField(default=1000)
-    # Blank: train from the active version's base model (or the platform default).
+    # A registered base model's name (rewardmodel.bases). Blank: the registered base the
+    # active version was trained from (the platform default when no version is active).
     base_model = models.CharField(max_length=1024, blank=True)
     config = models.JSONField(default=dict, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)

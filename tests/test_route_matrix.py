@@ -68,6 +68,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-export-cancel": {"post": MANAGER},
     "api-rm-versions": {"get": MANAGER},
     "api-rm-runs": {"get": MANAGER, "post": MANAGER},
+    "api-rm-bases": {"get": MANAGER},
     "api-rm-run": {"get": MANAGER},
     "api-rm-run-cancel": {"post": MANAGER},
     "api-rm-compare": {"get": MANAGER},

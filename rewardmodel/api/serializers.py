@@ -68,13 +68,18 @@ class RunCreateSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         max_length=1024,
-        help_text="Checkpoint directory (absolute, or relative to ARTIFACT_ROOT); default: the parent's model, "
-        "else the platform's default base.",
+        help_text="Name of a registered base model (GET .../reward-models/bases/ lists them); default: the "
+        "parent version's model, else the platform's default base. Paths are not accepted.",
     )
     parent_version = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="Version number this run continues from."
     )
     config = serializers.DictField(required=False, help_text="Training options (rewardmodel.train.TrainConfig).")
+
+
+class BaseModelSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    default = serializers.BooleanField(help_text="The base a run without base_model and parent_version gets.")
 
 
 class VersionSerializer(serializers.ModelSerializer):

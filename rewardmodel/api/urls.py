@@ -9,6 +9,7 @@ _BASE = "projects/<int:project_id>/reward-models/"
 urlpatterns = [
     path(_BASE, views.VersionListView.as_view(), name="api-rm-versions"),
     path(f"{_BASE}runs/", views.RunListView.as_view(), name="api-rm-runs"),
+    path(f"{_BASE}bases/", views.BaseModelListView.as_view(), name="api-rm-bases"),
     path(f"{_BASE}runs/<int:run_id>/", views.RunDetailView.as_view(), name="api-rm-run"),
     path(f"{_BASE}runs/<int:run_id>/cancel/", views.RunCancelView.as_view(), name="api-rm-run-cancel"),
     path(f"{_BASE}compare/", views.VersionCompareView.as_view(), name="api-rm-compare"),

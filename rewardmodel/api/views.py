@@ -29,6 +29,8 @@ from rewardmodel.api import serializers as s
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.services import (
     RewardModelError,
+    base_model_names,
+    default_base_model,
     reward_model_run_create,
     reward_model_version_activate,
     reward_model_versions_compare,
@@ -116,6 +118,16 @@ class RunListView(ManagerScoped, generics.ListCreateAPIView):
         incoming.is_valid(raise_exception=True)
         run = run_create_from_request(self, dict(incoming.validated_data), trigger=RunTrigger.API)
         return Response(s.RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class BaseModelListView(ManagerScoped, APIView):
+    """The base models a run may start from, by name (the operator registers them; paths are not shown)."""
+
+    @extend_schema(responses={200: s.BaseModelSerializer(many=True), **_ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        default = default_base_model()
+        rows = [{"name": name, "default": name == default} for name in base_model_names()]
+        return Response(s.BaseModelSerializer(rows, many=True).data)
 
 
 class RunDetailView(ManagerScoped, generics.RetrieveAPIView):

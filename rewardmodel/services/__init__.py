@@ -1,7 +1,8 @@
 """The transactional flows around ``rewardmodel.train``, one module per concern.
 
-* ``runs``: where a run's files live, its base model and options, create and cancel (a run
-  is a job of the shared lifecycle; its kind is in ``rewardmodel.jobs``).
+* ``runs``: where a run's files live, its base model (a registered name, ``rewardmodel.bases``)
+  and options, create and cancel (a run is a job of the shared lifecycle; its kind is in
+  ``rewardmodel.jobs``).
 * ``registry``: the versions runs produce, one active per project.
 * ``compare``: scoring with a version (a small per-process cache) and comparing two.
 * ``rules``: retrain rules, which start an export job and then the run.
@@ -16,6 +17,8 @@ from rewardmodel.services.registry import reward_model_version_activate, reward_
 from rewardmodel.services.rules import retrain_rule_check, retrain_rules_check
 from rewardmodel.services.runs import (
     PLATFORM_KEYS,
+    base_model_name_of,
+    base_model_names,
     default_base_model,
     resolve_path,
     reward_model_run_cancel,
@@ -29,6 +32,8 @@ from rewardmodel.services.runs import (
 __all__ = [
     "PLATFORM_KEYS",
     "RewardModelError",
+    "base_model_name_of",
+    "base_model_names",
     "default_base_model",
     "resolve_path",
     "retrain_rule_check",

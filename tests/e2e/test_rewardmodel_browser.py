@@ -48,8 +48,9 @@ def worker_thread(thread_worker, settings, tmp_path) -> list[threading.Thread]:
     return thread_worker
 
 
-def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: Any, tmp_path) -> None:
+def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: Any, tmp_path, settings) -> None:
     base = build_gpt2(tmp_path / "base")
+    settings.REWARDMODEL_BASE_MODELS = {"tiny-gpt2": str(base)}  # as an operator registers a base
     project = ProjectFactory(name="Helpfulness RM")
     rule_project(64, project=project)
     snapshot = rule_snapshot(project)
@@ -65,7 +66,7 @@ def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: An
     ui.shot("empty")
 
     ui.page.select_option("#id_snapshot", str(snapshot.pk))
-    ui.page.fill("#id_base_model", str(base))
+    ui.page.select_option("#id_base_model", "tiny-gpt2")
     ui.page.fill("#id_epochs", "3")
     ui.page.fill("#id_learning_rate", "0.001")
     ui.page.click("summary")

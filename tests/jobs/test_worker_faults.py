@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(420)]
 STALE_SECONDS = 3.0
 SLOW = "1.0"  # seconds the first worker sleeps before each progress report
 tiny_base = rm.tiny_base
+tiny = rm.tiny  # the same, registered as a base model by name
 
 
 @dataclass
@@ -135,7 +136,7 @@ def scenario(label: str, tiny: Path) -> tuple[Any, Scenario]:
     def start(client: APIClient) -> int:
         response = client.post(
             f"/api/v1/projects/{project.pk}/reward-models/runs/",
-            {"snapshot": snapshot.pk, "base_model": str(tiny), "config": config},
+            {"snapshot": snapshot.pk, "base_model": rm.TINY, "config": config},
             format="json",
         )
         assert response.status_code == 202, response.content
@@ -155,7 +156,7 @@ def row(label: str, job_id: int) -> Any:
 
 
 @pytest.mark.parametrize("label", ["import", "export", "reward_model"])
-def test_a_killed_worker_is_reaped_and_the_job_finishes_exactly_once(label, workers, tiny_base):
+def test_a_killed_worker_is_reaped_and_the_job_finishes_exactly_once(label, workers, tiny, tiny_base):
     project, case = scenario(label, tiny_base)
     client = manager_client(project)
     first = workers.start(ARPAD_TEST_JOB_PROGRESS_DELAY=SLOW)
@@ -201,7 +202,7 @@ def test_a_killed_worker_is_reaped_and_the_job_finishes_exactly_once(label, work
 
 
 @pytest.mark.parametrize("label", ["import", "export", "reward_model"])
-def test_cancel_mid_run_stops_the_worker_and_publishes_nothing(label, workers, tiny_base, postgres_only):
+def test_cancel_mid_run_stops_the_worker_and_publishes_nothing(label, workers, tiny, tiny_base, postgres_only):
     # PostgreSQL only: on SQLite an import holds the single write lock until it ends, so a
     # cancel can only be written after it.
     project, case = scenario(label, tiny_base)

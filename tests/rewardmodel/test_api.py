@@ -14,6 +14,7 @@ from tests.rewardmodel.test_services import FAST, rule_project, rule_snapshot
 # Fixtures shared with the service tests.
 sent = shared.sent
 tiny_base = shared.tiny_base
+tiny = shared.tiny
 
 pytestmark = pytest.mark.django_db
 
@@ -72,12 +73,12 @@ def test_personas_on_every_endpoint(project, manager, annotator, outsider, train
     assert RewardModelRun.objects.count() == 1  # nobody but the manager created anything
 
 
-def test_manager_creates_a_run_from_the_latest_snapshot(project, manager, trained, tiny_base, sent):
+def test_manager_creates_a_run_from_the_latest_snapshot(project, manager, trained, tiny, sent):
     snapshot, _, version = trained
     client = client_for(manager)
     response = client.post(
         url(project, "runs/"),
-        {"base_model": str(tiny_base), "config": {"epochs": 2, "margin": True}, "parent_version": version.number},
+        {"base_model": tiny, "config": {"epochs": 2, "margin": True}, "parent_version": version.number},
         format="json",
     )
     assert response.status_code == 202, response.content
@@ -126,10 +127,10 @@ def test_run_detail_shows_curves_and_log_and_cancel_is_409_when_finished(project
     assert refused.status_code == 409 and refused.json()["code"] == "already_finished"
 
 
-def test_cancel_a_queued_run(project, manager, trained, tiny_base, sent):
+def test_cancel_a_queued_run(project, manager, trained, tiny, sent):
     snapshot, _, _ = trained
     client = client_for(manager)
-    run_id = client.post(url(project, "runs/"), {"base_model": str(tiny_base)}, format="json").json()["id"]
+    run_id = client.post(url(project, "runs/"), {"base_model": tiny}, format="json").json()["id"]
     response = client.post(url(project, f"runs/{run_id}/cancel/"))
     # The cancel of every job kind: 202 with the kind's shape; a second one is a conflict.
     assert response.status_code == 202 and response.json()["state"] == "cancelled"

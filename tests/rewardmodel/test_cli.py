@@ -17,6 +17,7 @@ artifacts = shared.artifacts
 rule = shared.rule
 sent = shared.sent
 tiny_base = shared.tiny_base
+tiny = shared.tiny
 
 pytestmark = pytest.mark.django_db
 
@@ -27,10 +28,10 @@ def call(*args: str) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
-def test_inline_training_registers_a_version_and_lists_it(rule, tiny_base, capsys):
+def test_inline_training_registers_a_version_and_lists_it(rule, tiny, capsys):
     project, snapshot = rule
     out, _ = call(
-        "train_reward_model", "--project", str(project.pk), "--latest", "--base", str(tiny_base),
+        "train_reward_model", "--project", str(project.pk), "--latest", "--base", tiny,
         "--config", json.dumps(FAST), "--set", "epochs=2", "--set", "seed=3", "--inline",
     )  # fmt: skip
     run = RewardModelRun.objects.get()
@@ -49,7 +50,7 @@ def test_inline_training_registers_a_version_and_lists_it(rule, tiny_base, capsy
         "--project",
         str(project.pk),
         "--base",
-        str(tiny_base),
+        tiny,
         "--config",
         json.dumps(FAST),
         "--inline",
@@ -61,11 +62,11 @@ def test_inline_training_registers_a_version_and_lists_it(rule, tiny_base, capsy
     assert RewardModelVersion.objects.get(is_active=True).number == 2
 
 
-def test_queued_run_is_sent_and_can_be_cancelled(rule, tiny_base, sent, django_capture_on_commit_callbacks):
+def test_queued_run_is_sent_and_can_be_cancelled(rule, tiny, sent, django_capture_on_commit_callbacks):
     project, snapshot = rule
     with django_capture_on_commit_callbacks(execute=True):
         out, _ = call(
-            "train_reward_model", "--project", str(project.pk), "--snapshot", str(snapshot.pk), "--base", str(tiny_base)
+            "train_reward_model", "--project", str(project.pk), "--snapshot", str(snapshot.pk), "--base", tiny
         )
     run = RewardModelRun.objects.get()
     assert "queued" in out and sent == [("reward_model", run.pk, "gpu")]
@@ -83,29 +84,31 @@ def test_queued_run_is_sent_and_can_be_cancelled(rule, tiny_base, sent, django_c
         (["--set", "bogus=1"], "config.bogus"),
         (["--parent", "4"], "no version 4"),
         (["--snapshot", "98765"], "not an export of project"),
+        (["--base", "/etc"], "'/etc' is not a registered base model; registered: all-minilm-l6-v2, tiny-gpt2"),
     ],
 )
-def test_bad_arguments_say_what_is_wrong_and_create_nothing(rule, tiny_base, args, message):
+def test_bad_arguments_say_what_is_wrong_and_create_nothing(rule, tiny, args, message):
     project, _ = rule
-    base = ["--project", str(project.pk), "--base", str(tiny_base)]
+    base = ["--project", str(project.pk), "--base", tiny]
     if args[:1] == ["--project"]:
-        base = ["--base", str(tiny_base)]
+        base = ["--base", tiny]
     with pytest.raises(CommandError, match=message):
         call("train_reward_model", *base, *args)
     assert not RewardModelRun.objects.exists()
 
 
-def test_a_failed_inline_run_exits_with_the_reason(rule, tmp_path):
+def test_a_failed_inline_run_exits_with_the_reason(rule, tmp_path, settings):
     project, _ = rule
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    settings.REWARDMODEL_BASE_MODELS = {"broken": str(broken)}
     with pytest.raises(CommandError, match=r"failed: \w+"):
-        call("train_reward_model", "--project", str(project.pk), "--base", str(broken), "--inline")
+        call("train_reward_model", "--project", str(project.pk), "--base", "broken", "--inline")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_wait_follows_a_queued_run_to_its_version(tiny_base, settings, tmp_path, thread_worker):
+def test_wait_follows_a_queued_run_to_its_version(tiny, settings, tmp_path, thread_worker):
     """``--wait`` polls the row while a worker (here a thread running the real job) trains."""
     from tests.rewardmodel.test_services import rule_project, rule_snapshot
 
@@ -115,7 +118,7 @@ def test_wait_follows_a_queued_run_to_its_version(tiny_base, settings, tmp_path,
     threads = thread_worker
 
     out, _ = call(
-        "train_reward_model", "--project", str(project.pk), "--base", str(tiny_base),
+        "train_reward_model", "--project", str(project.pk), "--base", tiny,
         "--config", json.dumps(FAST), "--wait", "--poll-seconds", "0.2",
     )  # fmt: skip
     for thread in threads:

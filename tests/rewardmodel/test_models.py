@@ -112,8 +112,9 @@ def test_at_most_one_active_version_per_project(snapshot):
 
 
 def test_a_snapshot_that_trained_a_model_cannot_be_deleted(snapshot):
-    from django.db.models import ProtectedError
+    from django.db.models import RestrictedError
 
+    # Alone, that is: deleting its project deletes both (tests/annotation/test_project_delete.py).
     new_run(snapshot)
-    with pytest.raises(ProtectedError):
+    with pytest.raises(RestrictedError):
         snapshot.delete()

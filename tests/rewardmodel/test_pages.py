@@ -14,6 +14,7 @@ from tests.rewardmodel.test_services import FAST, rule_project, rule_snapshot
 pytestmark = pytest.mark.django_db
 sent = shared.sent
 tiny_base = shared.tiny_base
+tiny = shared.tiny
 
 
 @pytest.fixture(autouse=True)
@@ -84,10 +85,12 @@ def test_list_shows_versions_runs_and_a_strict_csp(project, manager, trained):
         assert f'data-job-url="/api/v1/projects/{project.pk}/jobs/reward_model/{version.run_id}/"' in body
 
 
-def test_the_train_form_queues_a_run(project, manager, exported, tiny_base, sent, django_capture_on_commit_callbacks):
+def test_the_train_form_queues_a_run(
+    project, manager, exported, tiny, tiny_base, sent, django_capture_on_commit_callbacks
+):
     form = {
         "snapshot": exported.pk,
-        "base_model": str(tiny_base),
+        "base_model": tiny,
         "epochs": 2,
         "learning_rate": "0.001",
         "groups_per_batch": 4,
@@ -103,15 +106,19 @@ def test_the_train_form_queues_a_run(project, manager, exported, tiny_base, sent
     assert response.status_code == 302 and response["Location"] == reverse("rewardmodel-run", args=[project.pk, run.pk])
     assert run.trigger == "ui" and run.config["margin"] is True and run.config["soft_labels"] is False
     assert run.config["epochs"] == 2 and run.config["center_coefficient"] == 0.01 and run.config["seed"] == 7
-    assert sent == [("reward_model", run.pk, "gpu")]
+    assert sent == [("reward_model", run.pk, "gpu")] and run.base_model == str(tiny_base)
 
 
 @pytest.mark.parametrize(
     ("change", "needle"),
-    [({"epochs": 0}, "greater than or equal to 1"), ({"base_model": "/nowhere"}, "no config.json")],
+    [
+        ({"epochs": 0}, "greater than or equal to 1"),
+        # The form offers registered names only: a typed path is not one of them.
+        ({"base_model": "/etc"}, "Select a valid choice"),
+    ],
 )
-def test_a_bad_train_form_starts_nothing_and_says_why(project, manager, exported, tiny_base, change, needle):
-    form = {"snapshot": exported.pk, "base_model": str(tiny_base), "epochs": 1, "learning_rate": "0.001"}
+def test_a_bad_train_form_starts_nothing_and_says_why(project, manager, exported, tiny, change, needle):
+    form = {"snapshot": exported.pk, "base_model": tiny, "epochs": 1, "learning_rate": "0.001"}
     form.update({"groups_per_batch": 4, "max_length": 64, "center_coefficient": 0, "seed": 0, **change})
     response = as_user(manager).post(reverse("rewardmodel-list", args=[project.pk]), form)
     assert response.status_code == 400 and needle in response.content.decode()

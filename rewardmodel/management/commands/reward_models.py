@@ -1,7 +1,8 @@
 """``manage.py reward_models --project N [--compare A B [--snapshot ID]] [--activate V] [--cancel RUN] [--reap]``.
 
 Without an action: the project's versions (lineage, validation metrics, which is
-active) and its recent runs (state, progress, attempts, error).
+active), its recent runs (state, progress, attempts, error) and the registered base
+models a run may start from (``train_reward_model --base NAME``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from jobs.registry import kind_of
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rewardmodel.services import (
     RewardModelError,
+    base_model_names,
+    default_base_model,
     reward_model_run_cancel,
     reward_model_version_activate,
     reward_model_versions_compare,
@@ -119,6 +122,8 @@ class Command(BaseCommand):
                     {"id": r.pk, "state": r.state, "progress": r.progress, "attempts": r.attempts, "error": r.error}
                     for r in runs
                 ],
+                "base_models": base_model_names(),
+                "default_base_model": default_base_model() or None,
             }
             self.stdout.write(json.dumps(payload, indent=2))
             return
@@ -142,3 +147,6 @@ class Command(BaseCommand):
             if r.error:
                 line += f"  {r.error.splitlines()[0][:120]}"
             self.stdout.write(line)
+        default = default_base_model()
+        names = [f"{name} (default)" if name == default else name for name in base_model_names()]
+        self.stdout.write(f"base models: {', '.join(names) or 'none registered'}")

@@ -1,9 +1,12 @@
-"""``manage.py train_reward_model --project N [--snapshot ID | --latest] [--base PATH] ...``.
+"""``manage.py train_reward_model --project N [--snapshot ID | --latest] [--base NAME] [--parent V] ...``.
 
 Creates a reward-model run. By default it is queued for a GPU worker and the command
 prints its id; ``--wait`` then follows it with a progress bar until it finishes;
 ``--inline`` trains here, in this process, with a progress bar (the run row is written
 just as a worker would write it, so the web UI follows it too).
+
+The base is a registered base model's name (``manage.py reward_models --project N`` lists
+them) or, with ``--parent``, one of the project's versions; never a path.
 
 Training options come from ``--config '{"epochs": 2}'`` and/or repeated
 ``--set key=value`` (values read as JSON when they parse, as text otherwise).
@@ -53,7 +56,11 @@ class Command(BaseCommand):
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--snapshot", type=int, help="export snapshot id")
         which.add_argument("--latest", action="store_true", help="the latest succeeded export (the default)")
-        parser.add_argument("--base", help="base checkpoint directory (default: the parent's model, else the default)")
+        parser.add_argument(
+            "--base",
+            metavar="NAME",
+            help="a registered base model (default: the parent's model, else the default base)",
+        )
         parser.add_argument("--parent", type=int, metavar="VERSION", help="version number this run continues from")
         parser.add_argument("--config", help="training options as a JSON object")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one option; repeatable")
