@@ -145,8 +145,11 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # Artifacts (uploaded import files, exports, models) live in one directory that the
 # web process and the workers share.
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
-# Import limits: decompressed bytes of one import, and bytes of any single line or text field.
-ARPAD_IMPORT_MAX_BYTES = env_int("ARPAD_IMPORT_MAX_BYTES", 2 * 1024**3, minimum=1024)
+# Import limits (annotation/importers/reader.py): decompressed bytes of one file, its lines
+# (blank ones too) or the items of a JSON list, and characters of any single text field (a
+# line or item holds at most 64 of them). Raise the first two for a file beyond them.
+ARPAD_IMPORT_MAX_BYTES = env_int("ARPAD_IMPORT_MAX_BYTES", 512 * 1024**2, minimum=1024)
+ARPAD_IMPORT_MAX_RECORDS = env_int("ARPAD_IMPORT_MAX_RECORDS", 1_000_000, minimum=1)
 ARPAD_IMPORT_MAX_FIELD_CHARS = env_int("ARPAD_IMPORT_MAX_FIELD_CHARS", 200_000, minimum=100)
 # The job lifecycle (jobs/conf.py) reads JOB_HEARTBEAT_STALE_SECONDS, JOB_MAX_ATTEMPTS and
 # JOB_PROGRESS_INTERVAL_SECONDS from the environment when a job needs them.

@@ -43,7 +43,7 @@ from annotation.importers.base import (
     json_type,
     require_object,
 )
-from annotation.importers.reader import InputFile, json_list_items
+from annotation.importers.reader import InputFile
 
 DESCRIPTION = "PandaLM human test set: JSON list of items with response1/response2 and annotator labels"
 LABEL = "pandalm"
@@ -57,11 +57,10 @@ _TIERS = {1: [[0], [1]], 2: [[1], [0]], 0: [[0, 1]]}
 
 
 def parse(ctx: ImportContext) -> None:
-    text = InputFile(ctx).read_all()
     coerced = 0
     empty = 0
     with ctx.record(1):
-        for line, index, item in json_list_items(ctx, text):
+        for line, index, item in InputFile(ctx).json_list():
             ctx.records += 1
             with ctx.record(line):
                 spec, item_coerced = parse_item(ctx, item, line=line, index=index)
