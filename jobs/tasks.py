@@ -1,7 +1,7 @@
 """The Celery tasks of every job kind: one that runs a job, one that reaps lost ones.
 
 They fetch by id and call the lifecycle; nothing more. ``run_job`` is sent to the queue
-its kind names (``default`` or ``gpu``). Messages are acknowledged late: a worker that
+its kind names (``default``, ``imports`` or ``gpu``). Messages are acknowledged late: a worker that
 dies mid-job gets its message redelivered where the broker can, and the row decides
 whether anything is left to do; where it cannot, the reaper sends the job again.
 """
