@@ -15,7 +15,8 @@ Phases
     2. **Redis stopped, then started**: annotation goes on (the hot path does not touch
        the broker); an export requested while Redis is down is a job row that fails at
        once with the reason instead of staying queued; one requested after Redis is back
-       is run by the worker.
+       is run by the worker. The cache is on the same Redis (as in docker-compose.yml): a
+       password check while it is away is refused with 503, never let through uncounted.
 
 Run from the repository root (as root, or as a user that may run ``pg_ctl``)::
 
@@ -305,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
         env = django_env(postgres.url, root / "var")
         env["CELERY_BROKER_URL"] = redis.url
+        # As in docker-compose.yml: the cache (login and token throttles) on the same Redis.
+        env["CACHE_URL"] = redis.url.rsplit("/", 1)[0] + "/1"
         print(f"PostgreSQL on :{postgres.port}, Redis on :{redis.port}; migrating ...", flush=True)
         recreate_database(postgres.url)
         migrate(env)
@@ -350,11 +353,18 @@ def main(argv: list[str] | None = None) -> int:
                 down_at = time.monotonic()
                 status, body = api(base, token, "POST", f"/projects/{loaded.project_id}/exports/", {})
                 during = {"status": status, "id": body.get("id") if isinstance(body, dict) else None}
+                # A password check counts in the cache: refused (503) rather than let through uncounted.
+                login_status, _ = api(base, token, "POST", "/auth/token/", {"username": "nobody", "password": "x"})
                 time.sleep(max(0.0, args.redis_down_seconds - (time.monotonic() - down_at)))
                 redis.start()
                 status, body = api(base, token, "POST", f"/projects/{loaded.project_id}/exports/", {})
                 after = {"status": status, "id": body.get("id") if isinstance(body, dict) else None}
-                return {"during": during, "after": after, "down_s": round(time.monotonic() - down_at, 1)}
+                return {
+                    "during": during,
+                    "after": after,
+                    "login_while_down": login_status,
+                    "down_s": round(time.monotonic() - down_at, 1),
+                }
 
             print("phase 2: Redis stopped and started under load ...", flush=True)
             first = result
@@ -374,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 "errors": errors_of(result),
                 "export_while_down": {"http": figures["during"]["status"], "state": during_state[0],
                                       "error": during_state[1], "settled_s": round(during_state[2], 2)},
+                "token_request_while_down": figures["login_while_down"],
                 "export_after": {"http": figures["after"]["status"], "state": after_state[0],
                                  "settled_s": round(after_state[2], 2)},
                 "invariants": {name: passed for name, passed, _ in checks},

@@ -26,6 +26,14 @@ def test_an_unreachable_database_is_a_503_with_retry_after(project, manager, mon
     assert page.status_code == 503 and "unavailable" in page.content.decode()
 
 
+def test_a_login_while_the_cache_is_unreachable_is_a_503_not_let_through(manager, settings):
+    # A Redis cache on a port nothing listens on: the login throttle cannot count.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:9/1"}}  # fmt: skip
+    response = APIClient().post("/accounts/login/", {"username": manager.username, "password": "wrong"})
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+
+
 def test_other_errors_still_reach_the_500_handler(project, manager, monkeypatch):
     from annotation import queue_sql
 
