@@ -616,6 +616,23 @@ class Annotator:
         if self.config.warmup_end <= started < self.config.end:
             samples.append(ms)
 
+    async def _post_until_served(
+        self, result: ShardResult, op: str, url: str, payload: dict[str, Any]
+    ) -> tuple[int, Any, float, float]:
+        """POST a submit; on 503 (a service away for a moment) wait as told and send the same request again.
+
+        What a real client does: the client token makes the repeat safe, so an answer
+        lost to an outage never costs the annotator their work.
+        """
+        samples = result.submit_ms if op == "submit" else result.retry_ms
+        for _ in range(30):
+            status, body, started, ms = await self._post(url, payload)
+            self._record(result, samples, op, status, started, ms)
+            if status != 503:
+                break
+            await asyncio.sleep(1.0)
+        return status, body, started, ms
+
     async def run(self, result: ShardResult) -> None:
         config = self.config
         while time.time() < config.end:
@@ -639,8 +656,7 @@ class Annotator:
                     await asyncio.sleep(self.rng.expovariate(1.0 / config.think_time))
                 payload = {"ranking": [[rid] for rid in order], "client_token": str(uuid.uuid4())}
                 submit_url = f"{config.base_url}{API}/assignments/{assignment['id']}/submit/"
-                status, body, started, ms = await self._post(submit_url, payload)
-                self._record(result, result.submit_ms, "submit", status, started, ms)
+                status, body, started, ms = await self._post_until_served(result, "submit", submit_url, payload)
                 if status != 201:
                     continue
                 jid = judgement_id(body)
@@ -653,8 +669,7 @@ class Annotator:
                 if self.rng.random() < config.retry_rate:
                     # The same request again, as after a lost answer: must create nothing.
                     result.retries += 1
-                    status, body, started, ms = await self._post(submit_url, payload)
-                    self._record(result, result.retry_ms, "retry", status, started, ms)
+                    status, body, started, ms = await self._post_until_served(result, "retry", submit_url, payload)
                     if status != 200 or judgement_id(body) != jid:
                         result.retry_mismatches += 1
             except (TimeoutError, aiohttp.ClientError) as exc:
