@@ -132,6 +132,13 @@ class Job(models.Model):
     def kind(self) -> str:
         return type(self).job_kind_label
 
+    @property
+    def kind_title(self) -> str:
+        """The kind in words ("export snapshot", "reward-model run"), for people."""
+        from jobs.registry import kind_of
+
+        return kind_of(self).title
+
     def heartbeat_age_seconds(self, now: datetime | None = None) -> float | None:
         if self.heartbeat_at is None:
             return None

@@ -28,6 +28,7 @@ def test_every_kind_appears_with_its_bar_and_a_cancel_button(project, manager):
         assert f'data-job-url="/api/v1/projects/{project.pk}/jobs/{job.kind}/{job.pk}/"' in body
         assert reverse("job-cancel", args=[project.pk, job.kind, job.pk]) in body
     assert 'aria-current="page">Jobs<' in body and "jobs.js" in body
+    assert "<td>Export snapshot</td>" in body and "<td>Reward-model run</td>" in body  # kinds in words
     only = as_user(manager).get(reverse("project-jobs", args=[project.pk]), {"kind": "countdown"}).content.decode()
     assert only.count('class="job-progress"') == 1
 
