@@ -83,7 +83,7 @@ def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: An
     wait_until(ui, "document.getElementById('run-progress').value > 0.1", 60)
     ui.page.wait_for_selector("#loss-chart svg")
     ui.shot("training")
-    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('succeeded')", 120)
+    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('Succeeded')", 120)
     ui.page.wait_for_selector("#accuracy-chart svg")
     assert ui.page.inner_text("#run-result") == "v1"
     assert "registered as v1" in ui.page.inner_text("#run-log")
@@ -97,7 +97,7 @@ def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: An
     ui.page.fill("#id_learning_rate", "0.001")
     ui.page.click("#start-run")
     ui.page.wait_for_url(f"**/projects/{project.pk}/reward-models/runs/*/")
-    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('succeeded')", 120)
+    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('Succeeded')", 120)
     second = RewardModelRun.objects.get(version__number=2)
     assert second.parent_version.number == 1 and second.base_model.endswith("/model")
 

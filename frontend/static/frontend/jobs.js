@@ -24,7 +24,9 @@ function render(box, job) {
   const state = part("state");
   if (state) {
     state.className = `state state-${job.state}`;
-    state.textContent = job.state + (job.cancel_requested && job.state === "running" ? " (cancelling)" : "");
+    // The same words the page was rendered with ("Running", "Succeeded", ...).
+    const label = job.state.charAt(0).toUpperCase() + job.state.slice(1);
+    state.textContent = label + (job.cancel_requested && job.state === "running" ? " (cancelling)" : "");
   }
   const error = part("error");
   if (error) {
