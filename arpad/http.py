@@ -34,11 +34,11 @@ class JSONInputError(ValueError):
     """A body that is not JSON the platform accepts; the message says why."""
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
     raise JSONInputError(f"{name} is not valid JSON")
 
 
-def _finite_float(text: str) -> float:
+def finite_float(text: str) -> float:
     # 1e400 is valid JSON that Python reads as infinity, which no database column stores.
     value = float(text)
     if not math.isfinite(value):
@@ -79,7 +79,7 @@ def loads_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, keep_non_f
     ``keep_non_finite`` reads NaN and infinities as floats instead, for a caller that
     names the field holding one (see :func:`has_non_finite`).
     """
-    hooks = {} if keep_non_finite else {"parse_constant": _reject_constant, "parse_float": _finite_float}
+    hooks = {} if keep_non_finite else {"parse_constant": reject_constant, "parse_float": finite_float}
     try:
         value = json.loads(text, **hooks)
     except RecursionError:

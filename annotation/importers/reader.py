@@ -24,7 +24,6 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
-import math
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -32,6 +31,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 
 from annotation.importers.base import ImportContext, RecordError
+from arpad.http import finite_float, reject_constant
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Compressions we recognise only to say clearly that they are not supported.
@@ -42,23 +42,9 @@ LINE_FIELDS = 64
 _CHUNK = 1024 * 1024
 
 
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; Python accepts them unless told otherwise.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    # 1e400 is valid JSON, but Python reads it as infinity, which no database column
-    # (JSON included) stores: refused here, on its line, not by the database at the end.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text} is too large")
-    return value
-
-
 def parse_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=reject_constant, parse_float=finite_float)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -214,7 +200,7 @@ class _JsonListReader:
     def __init__(self, source: InputFile) -> None:
         self.source = source
         self.chunks = source.text_chunks()
-        self.decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+        self.decoder = json.JSONDecoder(parse_constant=reject_constant, parse_float=finite_float)
         self.buf = ""
         self.pos = 0
         self.line = 1  # line of buf[0] in the file
