@@ -16,7 +16,6 @@ snapshot is queued or running. Files download through the API's file view
 from __future__ import annotations
 
 from dataclasses import fields
-from functools import partial
 from math import comb
 from typing import Any
 
@@ -41,7 +40,6 @@ from annotation.reports import (
     agreement_report,
 )
 from annotation.trends import DEFAULT_POINTS, TREND_BY, agreement_trend
-from exports.enqueue import enqueue_export
 from exports.models import ExportSnapshot, ExportState
 from exports.params import BOUNDS, PAIR_WEIGHTS, SPLIT_SEED_MAX_CHARS, ExportParams, InvalidParams
 from frontend.access import managed_project
@@ -378,13 +376,13 @@ def project_exports(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         form = ExportForm(request.POST, project=project)
         if form.is_valid():
-            from exports.services import export_snapshot_create
+            from exports.services import export_snapshot_create, export_snapshot_send
 
             try:
                 with transaction.atomic():
                     snapshot = export_snapshot_create(project=project, params=form.params(), user=request.user)
                     # After commit: a worker must never look for a row that is not there yet.
-                    transaction.on_commit(partial(enqueue_export, snapshot.pk))
+                    export_snapshot_send(snapshot)
             except InvalidParams as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, exc.message)
             else:

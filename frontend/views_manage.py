@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +16,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,8 +24,7 @@ from django.utils import timezone
 
 from annotation import project_services, queue_sql
 from annotation.api.serializers import ImportCreateSerializer
-from annotation.import_enqueue import enqueue_import
-from annotation.import_jobs import import_job_create
+from annotation.import_jobs import import_job_create, import_job_send
 from annotation.importers import FORMATS, format_options
 from annotation.models import (
     Assignment,
@@ -192,7 +189,7 @@ def project_imports(request: HttpRequest, project_id: int) -> HttpResponse:
                 options=incoming.validated_data["options"],
             )
             # After commit: a worker must never look for a row that is not there yet.
-            transaction.on_commit(partial(enqueue_import, job.pk))
+            import_job_send(job)
             return redirect(reverse("project-imports", args=[project.pk]) + "?" + urlencode({"job": job.pk}))
         errors = {
             field: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]

@@ -657,10 +657,6 @@ def jobs_reap(*, now: datetime | None = None, kinds: list[JobKind] | None = None
     return outcomes
 
 
-def job_for(kind_label: str, job_id: int) -> Any:
-    return get_kind(kind_label).model.objects.filter(pk=job_id).first()
-
-
 __all__ = [
     "Claim",
     "JobAlreadyFinished",

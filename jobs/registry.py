@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ class JobKind:
     cleanup: Callable[[Any], None] | None = None
     stale_seconds: Callable[[], float] | None = None
     max_attempts: Callable[[], int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def queue_name(self) -> str:
         return self.queue() if callable(self.queue) else self.queue

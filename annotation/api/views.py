@@ -7,11 +7,9 @@ permission check already resolved for them), so a forgotten filter cannot leak r
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from django.contrib.auth import authenticate
-from django.db import transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -28,8 +26,7 @@ from rest_framework.views import APIView
 
 from annotation import queue_sql
 from annotation.api import serializers as s
-from annotation.import_enqueue import enqueue_import
-from annotation.import_jobs import import_job_create
+from annotation.import_jobs import import_job_create, import_job_send
 from annotation.models import (
     Assignment,
     ImportJob,
@@ -492,7 +489,7 @@ class ImportListView(ProjectScopedMixin, generics.ListCreateAPIView):
             options=incoming.validated_data["options"],
         )
         # After commit: a worker must never look for a row that is not there yet.
-        transaction.on_commit(partial(enqueue_import, job.pk))
+        import_job_send(job)
         return Response(s.ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

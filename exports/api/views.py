@@ -19,7 +19,6 @@ Outsiders get 404 (the project does not exist for them), annotators 403.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,9 @@ from exports.api.serializers import (
     ExportSnapshotSerializer,
     PreviewQuerySerializer,
 )
-from exports.enqueue import enqueue_export
 from exports.models import ExportSnapshot
 from exports.params import InvalidParams
-from exports.services import export_params_resolve, export_snapshot_create, snapshot_directory
+from exports.services import export_params_resolve, export_snapshot_create, export_snapshot_send, snapshot_directory
 from jobs.api.views import KindCancelView, cancel_schema
 
 _CONTENT_TYPES = {
@@ -82,7 +80,7 @@ class ExportListView(ProjectScopedMixin, generics.ListCreateAPIView):
                     project=self.project, params=dict(incoming.validated_data), user=request.user
                 )
                 # After commit: a worker must never look for a row that is not there yet.
-                transaction.on_commit(partial(enqueue_export, snapshot.pk))
+                export_snapshot_send(snapshot)
         except InvalidParams as exc:
             raise serializers.ValidationError({exc.field: [exc.message]})
         data = ExportSnapshotSerializer(snapshot, context=self.get_serializer_context()).data

@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 
 from annotation import import_jobs
 from annotation import jobs as import_kind
-from annotation.import_enqueue import enqueue_import
 from annotation.import_jobs import import_job_run
 from annotation.models import ImportJob, ImportJobState, Prompt, Task
+from jobs.lifecycle import deliver
 
 API = "/api/v1"
 
@@ -162,7 +162,7 @@ class TestUpload:
 
     def test_an_unreachable_broker_fails_the_job_visibly(self, project, manager, broker_down):
         response = upload(client_for(manager), project, jsonl(GOOD))
-        enqueue_import(response.json()["id"])
+        deliver("import", response.json()["id"])
         job = ImportJob.objects.get()
         assert job.state == ImportJobState.FAILED
         assert "task queue" in job.errors[0]["message"]
