@@ -107,13 +107,20 @@ def build_gpt2(
     return directory
 
 
-def build_llama(directory: Path | str, *, hidden_size: int = 32, seed: int = 0, pad_token: bool = False) -> Path:
+def build_llama(
+    directory: Path | str,
+    *,
+    hidden_size: int = 32,
+    seed: int = 0,
+    pad_token: bool = False,
+    chat_template: str | None = None,
+) -> Path:
     """A random 2-layer Llama causal LM (RMSNorm, no biases anywhere) + tokenizer in ``directory``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory = Path(directory)
-    tokenizer = build_tokenizer(pad_token=pad_token)
+    tokenizer = build_tokenizer(pad_token=pad_token, chat_template=chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
