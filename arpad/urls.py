@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/v1/", include("annotation.api.urls")),
     path("api/v1/", include("exports.api.urls")),
     path("api/v1/", include("rewardmodel.api.urls")),
+    path("api/v1/", include("rlloop.api.urls")),
     path("api/v1/", include("jobs.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -34,6 +34,7 @@ from exports.models import ExportSnapshot
 from jobs.lifecycle import job_create
 from jobs.models import JobState
 from rewardmodel.models import RewardModelRun, RewardModelVersion
+from rlloop.models import PolicyRound, PolicyVersion
 from tests.factories import ProjectFactory, UserFactory, make_task
 from tests.jobkinds.models import CountdownJob
 
@@ -76,6 +77,13 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-rm-version": {"get": MANAGER},
     "api-rm-activate": {"post": MANAGER},
     "api-rm-score": {"post": MANAGER},
+    "api-policies": {"get": MANAGER, "post": MANAGER},
+    "api-policy-checkpoints": {"get": MANAGER},
+    "api-policy": {"get": MANAGER},
+    "api-policy-reference": {"post": MANAGER},
+    "api-rl-rounds": {"get": MANAGER, "post": MANAGER},
+    "api-rl-round": {"get": MANAGER},
+    "api-rl-round-cancel": {"post": MANAGER},
     "api-jobs": {"get": MANAGER},
     "api-job": {"get": MANAGER},
     "api-job-cancel": {"post": MANAGER},
@@ -190,6 +198,10 @@ def world(db, settings, tmp_path, job_messages) -> World:
         project=project, format="jsonl", file_name="a.jsonl", file_path=str(tmp_path / "a.jsonl"),
     )  # fmt: skip
     countdown = job_create(CountdownJob, project=project)
+    policy = PolicyVersion.objects.create(
+        project=project, number=1, model_dir="/models/policy", base_model="/models/policy"
+    )
+    policy_round = job_create(PolicyRound, project=project, method="sft", number=1, policy=policy)
     kwargs = {
         "project_id": project.pk,
         "user_id": people["annotator"].pk,
@@ -201,6 +213,7 @@ def world(db, settings, tmp_path, job_messages) -> World:
         "run_id": run.pk,
         "number": 1,
         "kind": "countdown",
+        "round_id": policy_round.pk,
     }
     world = World(project, people, kwargs)
     world.kwargs["_countdown"] = countdown.pk

@@ -1,0 +1,1 @@
+"""API v1 of policies and training rounds (``rlloop.api.urls``)."""

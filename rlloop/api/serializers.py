@@ -1,0 +1,151 @@
+"""Serializers of the policy and round API: explicit fields, no server paths."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from jobs.api.serializers import JOB_FIELDS, JobSerializer
+from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
+
+
+class GenerationSerializer(serializers.Serializer):
+    temperature = serializers.FloatField(required=False)
+    top_p = serializers.FloatField(required=False)
+    max_new_tokens = serializers.IntegerField(required=False)
+    stop = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    parent = serializers.SerializerMethodField()
+    round = serializers.SerializerMethodField()
+    reward_model = serializers.SerializerMethodField()
+    reference = serializers.SerializerMethodField()
+    generation = GenerationSerializer(read_only=True)
+    metrics = serializers.DictField(read_only=True)
+    display_name = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = PolicyVersion
+        fields = [
+            "number",
+            "display_name",
+            "name",
+            "is_reference",
+            "parent",
+            "round",
+            "reward_model",
+            "reference",
+            "generation",
+            "chat_template",
+            "metrics",
+            "notes",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Number of the parent policy."))
+    def get_parent(self, version: PolicyVersion) -> int | None:
+        return version.parent.number if version.parent_id else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Id of the round that produced it."))
+    def get_round(self, version: PolicyVersion) -> int | None:
+        return version.round_id
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Reward-model version it was trained on."))
+    def get_reward_model(self, version: PolicyVersion) -> int | None:
+        return version.reward_model.number if version.reward_model_id else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Policy number of its KL reference."))
+    def get_reference(self, version: PolicyVersion) -> int | None:
+        return version.reference.number if version.reference_id else None
+
+
+class PolicyRegisterSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        max_length=64, help_text="A registered checkpoint's name (GET .../policies/checkpoints/ lists them)."
+    )
+    is_reference = serializers.BooleanField(default=False, help_text="Make it the project's KL reference.")
+    generation = serializers.DictField(required=False, help_text="temperature, top_p, max_new_tokens, stop.")
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class CheckpointSerializer(serializers.Serializer):
+    name = serializers.CharField()
+
+
+class RoundSerializer(JobSerializer, serializers.ModelSerializer):
+    policy = serializers.IntegerField(source="policy.number", read_only=True)
+    reference = serializers.SerializerMethodField()
+    reward_model = serializers.SerializerMethodField()
+    snapshot = serializers.IntegerField(source="snapshot_id", read_only=True, allow_null=True)
+    result = serializers.SerializerMethodField()
+    data = serializers.DictField(read_only=True)
+    config = serializers.DictField(read_only=True)
+    metrics = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = PolicyRound
+        fields = [
+            *JOB_FIELDS,
+            "number",
+            "method",
+            "policy",
+            "reference",
+            "reward_model",
+            "snapshot",
+            "result",
+            "data",
+            "config",
+            "metrics",
+            "checkpoint_step",
+            "resumed_from_step",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Policy number of the reference."))
+    def get_reference(self, round: PolicyRound) -> int | None:
+        return round.reference.number if round.reference_id else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Reward-model version number."))
+    def get_reward_model(self, round: PolicyRound) -> int | None:
+        return round.reward_model.number if round.reward_model_id else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Number of the policy it produced."))
+    def get_result(self, round: PolicyRound) -> int | None:
+        result = getattr(round, "result", None)
+        return result.number if result is not None else None
+
+
+class RoundDetailSerializer(RoundSerializer):
+    metrics_history = serializers.ListField(child=serializers.DictField(), read_only=True)
+    samples = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text='[{"step": n, "rows": [{prompt, response, score, kl}]}]',
+    )
+    info = serializers.DictField(read_only=True)
+
+    class Meta(RoundSerializer.Meta):
+        fields = [*RoundSerializer.Meta.fields, "info", "samples", "metrics_history"]
+        read_only_fields = fields
+
+
+class RoundCreateSerializer(serializers.Serializer):
+    method = serializers.ChoiceField(choices=RoundMethod.choices, default=RoundMethod.PPO)
+    policy = serializers.IntegerField(
+        required=False, min_value=1, help_text="Number of the policy to train; default: the newest."
+    )
+    reward_model = serializers.IntegerField(
+        required=False, min_value=1, help_text="PPO: reward-model version number; default: the active one."
+    )
+    reference = serializers.IntegerField(
+        required=False, min_value=1, help_text="PPO: number of the KL reference; default: the project's reference."
+    )
+    snapshot = serializers.IntegerField(
+        required=False, help_text="An export: its training prompts (PPO) or consensus-best responses (SFT)."
+    )
+    data = serializers.DictField(
+        required=False, help_text="max_prompts; SFT: source (consensus_best|demonstrations), response_source."
+    )
+    config = serializers.DictField(required=False, help_text="Trainer options (rlloop.ppo.PPOConfig / rlloop.sft).")

@@ -1,0 +1,18 @@
+"""Policy and round routes, mounted at /api/v1/ by ``arpad.urls``."""
+
+from django.urls import path
+
+from rlloop.api import views
+
+_POLICIES = "projects/<int:project_id>/policies/"
+_ROUNDS = "projects/<int:project_id>/rl-rounds/"
+
+urlpatterns = [
+    path(_POLICIES, views.PolicyListView.as_view(), name="api-policies"),
+    path(f"{_POLICIES}checkpoints/", views.CheckpointListView.as_view(), name="api-policy-checkpoints"),
+    path(f"{_POLICIES}<int:number>/", views.PolicyDetailView.as_view(), name="api-policy"),
+    path(f"{_POLICIES}<int:number>/reference/", views.PolicyReferenceView.as_view(), name="api-policy-reference"),
+    path(_ROUNDS, views.RoundListView.as_view(), name="api-rl-rounds"),
+    path(f"{_ROUNDS}<int:round_id>/", views.RoundDetailView.as_view(), name="api-rl-round"),
+    path(f"{_ROUNDS}<int:round_id>/cancel/", views.RoundCancelView.as_view(), name="api-rl-round-cancel"),
+]

@@ -1,0 +1,181 @@
+"""API v1: policies and training rounds (managers of the project only).
+
+Outsiders get 404, annotators 403. Refusals answer ``{detail, code, field}`` with their status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from arpad.api.permissions import IsProjectManager
+from arpad.api.serializers import ErrorSerializer
+from arpad.api.views import ProjectScopedMixin, RefusalMixin
+from exports.models import ExportSnapshot
+from jobs.api.views import KindCancelView, cancel_schema
+from jobs.models import JobTrigger
+from rewardmodel.models import RewardModelVersion
+from rlloop.api import serializers as s
+from rlloop.models import PolicyRound, PolicyVersion
+from rlloop.services import PolicyError, checkpoint_names, policy_register, policy_round_create, policy_set_reference
+
+_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request, with the field at fault."),
+    403: OpenApiResponse(description="Not a manager of this project."),
+    404: OpenApiResponse(description="No such project, policy or round."),
+}
+
+
+class ManagerScoped(RefusalMixin, ProjectScopedMixin):
+    permission_classes = [IsAuthenticated, IsProjectManager]
+    refusals = (PolicyError,)
+
+    def policies(self) -> QuerySet[PolicyVersion]:
+        if self.is_schema_request():
+            return PolicyVersion.objects.none()
+        return PolicyVersion.objects.filter(project=self.project).select_related(
+            "parent", "round", "reward_model", "reference"
+        )
+
+    def rounds(self) -> QuerySet[PolicyRound]:
+        if self.is_schema_request():
+            return PolicyRound.objects.none()
+        return PolicyRound.objects.filter(project=self.project).select_related(
+            "policy", "reference", "reward_model", "result", "created_by"
+        )
+
+
+def _in_project(model: type, project: Any, field: str, **lookup: Any) -> Any:
+    found = model.objects.filter(project=project, **lookup).first()
+    if found is None:
+        value = next(iter(lookup.values()))
+        raise PolicyError(field, f"no {field.replace('_', ' ')} {value} in this project")
+    return found
+
+
+def round_create_from_request(view: ManagerScoped, data: dict[str, Any], *, trigger: str) -> PolicyRound:
+    """Shared by the API and the web page: resolve numbers inside the project, then create."""
+    project = view.project
+    if data.get("policy") is None:
+        policy = PolicyVersion.objects.filter(project=project).order_by("-number").first()
+        if policy is None:
+            raise PolicyError("policy", "the project has no policy yet: register a checkpoint first")
+    else:
+        policy = _in_project(PolicyVersion, project, "policy", number=data["policy"])
+    reward_model = (
+        _in_project(RewardModelVersion, project, "reward_model", number=data["reward_model"])
+        if data.get("reward_model") is not None
+        else None
+    )
+    reference = (
+        _in_project(PolicyVersion, project, "reference", number=data["reference"])
+        if data.get("reference") is not None
+        else None
+    )
+    snapshot = (
+        _in_project(ExportSnapshot, project, "snapshot", pk=data["snapshot"])
+        if data.get("snapshot") is not None
+        else None
+    )
+    return policy_round_create(
+        project=project,
+        method=data.get("method") or "ppo",
+        policy=policy,
+        reward_model=reward_model,
+        reference=reference,
+        snapshot=snapshot,
+        data=data.get("data") or {},
+        config=data.get("config") or {},
+        user=view.request.user,
+        trigger=trigger,
+    )
+
+
+class PolicyListView(ManagerScoped, generics.ListCreateAPIView):
+    """The project's policy versions, newest first. POST registers a checkpoint by name (201)."""
+
+    serializer_class = s.PolicySerializer
+
+    def get_queryset(self) -> QuerySet[PolicyVersion]:
+        return self.policies()
+
+    @extend_schema(request=s.PolicyRegisterSerializer, responses={201: s.PolicySerializer, **_ERRORS})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.PolicyRegisterSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        version = policy_register(
+            project=self.project,
+            name=data["name"],
+            is_reference=data["is_reference"],
+            generation=data.get("generation"),
+            notes=data.get("notes", ""),
+            user=request.user,
+        )
+        return Response(s.PolicySerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class CheckpointListView(ManagerScoped, APIView):
+    """The checkpoints the operator registered, by name: what a project may register as a policy."""
+
+    @extend_schema(responses={200: s.CheckpointSerializer(many=True), **_ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(s.CheckpointSerializer([{"name": n} for n in checkpoint_names()], many=True).data)
+
+
+class PolicyDetailView(ManagerScoped, generics.RetrieveAPIView):
+    serializer_class = s.PolicySerializer
+
+    def get_object(self) -> PolicyVersion:
+        return get_object_or_404(self.policies(), number=self.kwargs["number"])
+
+
+class PolicyReferenceView(ManagerScoped, APIView):
+    """Make this policy the project's reference: the model PPO rounds are leashed to by default."""
+
+    @extend_schema(request=None, responses={200: s.PolicySerializer, **_ERRORS})
+    def post(self, request: Request, project_id: int, number: int) -> Response:
+        version = policy_set_reference(version=get_object_or_404(self.policies(), number=number))
+        return Response(s.PolicySerializer(self.policies().get(pk=version.pk)).data)
+
+
+class RoundListView(ManagerScoped, generics.ListCreateAPIView):
+    """Training rounds (PPO, SFT) of the project, newest first. POST queues a round on the GPU queue (202)."""
+
+    serializer_class = s.RoundSerializer
+
+    def get_queryset(self) -> QuerySet[PolicyRound]:
+        return self.rounds()
+
+    @extend_schema(request=s.RoundCreateSerializer, responses={202: s.RoundSerializer, **_ERRORS})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.RoundCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        round = round_create_from_request(self, dict(incoming.validated_data), trigger=JobTrigger.API)
+        return Response(s.RoundSerializer(self.rounds().get(pk=round.pk)).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RoundDetailView(ManagerScoped, generics.RetrieveAPIView):
+    """One round with its metric history, sample tables and log tail (poll it for live progress)."""
+
+    serializer_class = s.RoundDetailSerializer
+
+    def get_object(self) -> PolicyRound:
+        return get_object_or_404(self.rounds(), pk=self.kwargs["round_id"])
+
+
+@cancel_schema(s.RoundSerializer, "round")
+class RoundCancelView(KindCancelView):
+    """Cancel a round: a queued one at once, a running one at its next update."""
+
+    model = PolicyRound
+    lookup_url_kwarg = "round_id"
+    serializer_class = s.RoundSerializer

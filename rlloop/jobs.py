@@ -1,0 +1,161 @@
+"""The ``policy_round`` job kind: train one round on a worker of the ``gpu`` queue and register its policy.
+
+A round is a job of the shared lifecycle (``jobs``). A retried attempt resumes
+(``Retry.RESUME``): the trainer continues from the last complete checkpoint in the round's
+directory, on the data file the first attempt wrote, and the metric points recorded past
+that checkpoint are dropped before they are replayed. The policy version is created in the
+same transaction that marks the round succeeded.
+
+Each method is one entry of :data:`METHODS`: how to build its trainer's config from the
+round and which function trains. A DPO or GRPO round adds an entry and a trainer module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from jobs.lifecycle import JobContext, job_execute
+from jobs.registry import Retry, job_kind
+from rewardmodel.hooks import TrainingCancelled
+from rewardmodel.jobs import TrainingHooks
+from rewardmodel.services import resolve_path, version_model_dir
+from rlloop import conf
+from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
+from rlloop.services import policy_dir, policy_from_round, round_data_write
+
+KEPT_SAMPLE_TABLES = 20
+
+
+class RoundHooks(TrainingHooks):
+    """The reward-model job's bridge to the job context, plus the table of sample generations."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(ctx)
+        self.tables: list[dict[str, Any]] = list(ctx.job.samples or [])
+
+    def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+        resumed = int(info.get("resumed_from_step") or 0) if isinstance(info, dict) else 0
+        # Tables past the checkpoint this attempt resumes from are about to be sampled again.
+        self.tables = [t for t in self.tables if int(t.get("step", 0)) <= resumed]
+        super().on_start(total_steps, info)
+        self.ctx.set(samples=self.tables)
+
+    def on_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        self.tables = [t for t in self.tables if t.get("step") != step]
+        self.tables.append({"step": int(step), "rows": rows})
+        self.tables = self.tables[-KEPT_SAMPLE_TABLES:]
+        self.ctx.set(samples=self.tables, force=True)
+
+
+@dataclass(frozen=True)
+class Method:
+    build: Callable[[PolicyRound, Path, dict[str, Any]], Any]
+    train: Callable[[Any, Any], Any]
+
+
+def _ppo_config(round: PolicyRound, output: Path, config: dict[str, Any]) -> Any:
+    from rlloop.ppo import PPOConfig
+
+    return PPOConfig.from_dict(
+        {
+            **config,
+            "policy": str(policy_dir(round.policy)),
+            "reference": str(policy_dir(round.reference)) if round.reference_id else None,
+            "reward_model": str(version_model_dir(round.reward_model)),
+            "reward_function": None,
+            "prompts": str(round_data_write(round, output)),
+            "output_dir": str(output),
+        }
+    )
+
+
+def _ppo_train(config: Any, hooks: Any) -> Any:
+    from rlloop.ppo import train
+
+    return train(config, hooks)
+
+
+def _sft_config(round: PolicyRound, output: Path, config: dict[str, Any]) -> Any:
+    from rlloop.sft import SFTConfig
+
+    return SFTConfig.from_dict(
+        {
+            **config,
+            "policy": str(policy_dir(round.policy)),
+            "data": str(round_data_write(round, output)),
+            "source": "demonstrations",  # the platform wrote the chosen responses as demonstrations
+            "output_dir": str(output),
+        }
+    )
+
+
+def _sft_train(config: Any, hooks: Any) -> Any:
+    from rlloop.sft import train
+
+    return train(config, hooks)
+
+
+METHODS: dict[str, Method] = {
+    RoundMethod.PPO: Method(_ppo_config, _ppo_train),
+    RoundMethod.SFT: Method(_sft_config, _sft_train),
+}
+
+
+def remove_round_files(output_dir: str) -> None:
+    """Delete a round's directory, and its project's folder once empty; only ever under policies/."""
+    if not output_dir:
+        return
+    root = conf.policies_root().resolve()
+    directory = resolve_path(output_dir).resolve()
+    if directory == root or not directory.is_relative_to(root):
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.parent != root:
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()
+
+
+@receiver(post_delete, sender=PolicyRound)
+def _files_go_with_the_round(sender: type[PolicyRound], instance: PolicyRound, **kwargs: Any) -> None:
+    output_dir = instance.output_dir
+    transaction.on_commit(lambda: remove_round_files(output_dir))
+
+
+@job_kind("policy_round", model=PolicyRound, queue=conf.queue, retry=Retry.RESUME, title="policy round")
+def policy_round_train(round: PolicyRound, ctx: JobContext) -> None:
+    output = resolve_path(round.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    method = METHODS[round.method]
+    config = dict(round.config)
+    if config.get("device", "auto") == "auto":
+        config["device"] = conf.device()
+    ctx.log(f"{round.get_method_display()} round {round.number}: training {round.policy.display_name}")
+    trainer_config = method.build(round, output, config)
+    try:
+        result = method.train(trainer_config, RoundHooks(ctx))
+    except TrainingCancelled:
+        ctx.check()
+        raise RuntimeError("training stopped although no cancel was requested") from None
+    with transaction.atomic():
+        version = policy_from_round(round=round, metrics=result.metrics)
+        fields: dict[str, Any] = {"metrics": version.metrics}
+        resumed = getattr(result, "resumed_from_update", None) or getattr(result, "resumed_from_step", None)
+        if resumed is not None:
+            fields["resumed_from_step"] = int(resumed)
+        ctx.log(f"registered as {version.label}")
+        ctx.succeed(**fields)
+
+
+def policy_round_execute(*, round_id: int, worker: str | None = None) -> PolicyVersion | None:
+    """Claim, train and register one round in this process (``manage.py ppo_round --inline`` too)."""
+    job_execute(kind="policy_round", job_id=round_id, worker=worker)
+    return PolicyVersion.objects.filter(round_id=round_id).first()
