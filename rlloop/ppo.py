@@ -64,7 +64,9 @@ Checkpoints (:mod:`rlloop.trainstate`): every ``checkpoint_every`` updates and a
 the trainable weights (LoRA adapters and value head, or every weight), optimizer, every
 process's RNG state, beta and the history; a rerun with the same config resumes exactly.
 The result is ``output_dir/model``: the policy with adapters merged, its tokenizer,
-``arpad_policy.json`` and ``metrics.json``.
+``arpad_policy.json`` and ``metrics.json``. With several processes, its ``info`` also says whether
+every process ended with the same trainable weights (``weights_identical_across_processes``, from
+per-process float64 checksums in ``weights_checksums``; null under FSDP or ZeRO-3, which shard them).
 """
 
 from __future__ import annotations
@@ -936,7 +938,37 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
             save(update)
             last_saved = update
 
+    if world > 1:
+        info.update(_replica_check(accelerator, params))
+        if info["weights_identical_across_processes"] is False:
+            hooks.log(f"warning: the processes ended with different weights: {info['weights_checksums']}")
     return _finalize(config, accelerator, trained, tokenizer, history, samples, info, resumed_from, hooks)
+
+
+def _replica_check(accelerator: Any, params: dict[str, nn.Parameter]) -> dict[str, Any]:
+    """Whether every process holds the same trainable weights (DDP keeps replicas in step).
+
+    Each process sums each trainable tensor and its squares in float64; the vectors are
+    gathered and compared exactly. Sharded runs (FSDP, DeepSpeed ZeRO-3) hold no replicas:
+    nothing to compare there.
+    """
+    from accelerate.utils import DistributedType
+
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if accelerator.distributed_type == DistributedType.FSDP or (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3
+    ):
+        return {"weights_identical_across_processes": None, "weights_checksums": None}
+    with torch.no_grad():
+        sums = []
+        for name in sorted(params):
+            p = params[name].detach().double()
+            sums += [p.sum(), (p * p).sum()]
+        gathered = accelerator.gather(torch.stack(sums).to(accelerator.device)[None]).cpu()
+    return {
+        "weights_identical_across_processes": all(torch.equal(gathered[0], row) for row in gathered[1:]),
+        "weights_checksums": [[float(row[0::2].sum()), float(row[1::2].sum())] for row in gathered],
+    }
 
 
 def _stop_requested(hooks: TrainHooks, accelerator: Any) -> bool:
