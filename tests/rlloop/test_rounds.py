@@ -199,3 +199,29 @@ def test_register_policy_command_lists_and_registers(project, capsys) -> None:
     assert "registered p1 (tiny-policy)" in capsys.readouterr().out
     with pytest.raises(CommandError, match="not a registered policy checkpoint"):
         call_command("register_policy", "--project", str(project.pk), "--name", "nope")
+
+
+def test_an_sft_round_on_demonstrations_becomes_the_reference(project, artifacts, job_messages) -> None:
+    from annotation.models import Prompt, Response
+
+    for prompt in Prompt.objects.filter(project=project):
+        Response.objects.create(prompt=prompt, text="good good good", source="human")
+    policy = policy_register(project=project, name=TINY)
+    round = policy_round_create(
+        project=project,
+        method="sft",
+        policy=policy,
+        data={"source": "demonstrations", "response_source": "human"},
+        config={"epochs": 2, "learning_rate": 1e-2, "batch_size": 4, "max_length": 64},
+        send=False,
+    )
+    assert round.reward_model is None and round.config["epochs"] == 2
+    from rlloop.jobs import policy_round_execute
+
+    version = policy_round_execute(round_id=round.pk, worker="test")
+    round.refresh_from_db()
+    assert round.state == JobState.SUCCEEDED, (round.error, round.log_tail)
+    assert version.parent == policy and version.is_reference  # the project had no reference yet
+    lines = (artifacts / round.output_dir / "demonstrations.jsonl").read_text().splitlines()
+    assert len(lines) == Prompt.objects.filter(project=project).count()
+    assert version.metrics["eval/loss"] < round.info["initial_eval"]["eval/loss"]
