@@ -28,6 +28,8 @@ urlpatterns = [
     path("", include("frontend.urls_dashboard")),
     # Reward-model runs, versions and comparison.
     path("", include("frontend.urls_rewardmodel")),
+    # Policies and their training rounds (PPO, SFT).
+    path("", include("frontend.urls_rlloop")),
     # Every job kind: the project's jobs and cancel.
     path("", include("frontend.urls_jobs")),
 ]

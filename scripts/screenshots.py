@@ -91,6 +91,7 @@ PAGES = [
     Page("dashboard-ranking", "/projects/2/dashboard/", user="admin", ready="#dashboard[data-ready='true']"),
     Page("exports", "/projects/1/exports/", user="admin", ready="#exports-page[data-ready='true']"),
     Page("reward-models", "/projects/1/reward-models/", user="admin", ready="#rm-list-page"),
+    Page("policies", "/projects/1/policies/", user="admin", ready="#rl-list-page"),
     Page("jobs", "/projects/1/jobs/", user="admin", ready="#jobs"),
 ]
 

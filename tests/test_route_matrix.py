@@ -110,6 +110,10 @@ ROUTES: dict[str, dict[str, str]] = {
     "rewardmodel-run": {"get": MANAGER},
     "rewardmodel-activate": {"post": MANAGER},
     "rewardmodel-compare": {"get": MANAGER},
+    "policy-list": {"get": MANAGER, "post": MANAGER},
+    "policy-register": {"post": MANAGER},
+    "policy-reference": {"post": MANAGER},
+    "policy-round": {"get": MANAGER},
     "project-jobs": {"get": MANAGER},
     "job-cancel": {"post": MANAGER},
 }

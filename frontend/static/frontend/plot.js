@@ -160,7 +160,9 @@ function dataTable(parent, caption, header, rows) {
 /**
  * A line chart of one or more series.
  *
- * options: series [{name, points: [[x, y], ...], color?, dashed?}] (y null/NaN leaves a gap),
+ * options: series [{name, points: [[x, y], ...], color?, dashed?, line?, labels?}] (y null/NaN
+ * leaves a gap; line false draws the markers only, a scatter; labels, one text per point, are
+ * written beside the markers and in their tooltips, and make the data table one row per point),
  * xLabel, yLabel, yMin, yMax, xMin, xMax (fixed ends; otherwise from the data),
  * title (a heading for screen readers and the SVG title), description, height (px, 280),
  * xType "number" | "time" (x in ms since the epoch; ticks on whole UTC days, labels as UTC
@@ -171,13 +173,22 @@ function dataTable(parent, caption, header, rows) {
  */
 export function lineChart(container, options) {
   const opts = { height: 280, xType: "number", ...options };
-  const series = (opts.series || []).map((s, i) => ({
-    name: String(s.name ?? `series ${i + 1}`),
-    color: s.color || PALETTE[i % PALETTE.length],
-    shape: MARKERS[i % MARKERS.length],
-    dashed: Boolean(s.dashed),
-    points: (s.points || []).filter((p) => Array.isArray(p) && finite(p[0])).map((p) => [p[0], finite(p[1]) ? p[1] : null]),
-  }));
+  const series = (opts.series || []).map((s, i) => {
+    // Labels travel with their points through the filter.
+    const kept = (s.points || [])
+      .map((p, k) => [p, Array.isArray(s.labels) ? s.labels[k] : null])
+      .filter(([p]) => Array.isArray(p) && finite(p[0]));
+    return {
+      name: String(s.name ?? `series ${i + 1}`),
+      color: s.color || PALETTE[i % PALETTE.length],
+      shape: MARKERS[i % MARKERS.length],
+      dashed: Boolean(s.dashed),
+      line: s.line !== false,
+      points: kept.map(([p]) => [p[0], finite(p[1]) ? p[1] : null]),
+      labels: Array.isArray(s.labels) ? kept.map(([, l]) => (l === null || l === undefined ? "" : String(l))) : null,
+    };
+  });
+  const labelled = series.some((s) => s.labels);
   const xFormat = opts.xFormat || (opts.xType === "time" ? dateFormat : defaultFormat);
   const yFormat = opts.yFormat || defaultFormat;
   const id = `plot${++uid}`;
@@ -275,7 +286,8 @@ export function lineChart(container, options) {
     const tip = tooltipFor(container);
     const totalPoints = series.reduce((n, s) => n + s.points.length, 0);
     const focusable = totalPoints <= POINT_LIMIT;
-    const label = (s, p) => `${s.name}\n${opts.xLabel || "x"}: ${xFormat(p[0])}\n${opts.yLabel || "y"}: ${yFormat(p[1])}`;
+    const label = (s, p, k) =>
+      `${s.labels && s.labels[k] ? `${s.labels[k]}\n` : ""}${s.name}\n${opts.xLabel || "x"}: ${xFormat(p[0])}\n${opts.yLabel || "y"}: ${yFormat(p[1])}`;
 
     series.forEach((s, index) => {
       const g = svgEl("g", { class: "plot-series", "data-series": s.name }, svg);
@@ -289,22 +301,35 @@ export function lineChart(container, options) {
         d += `${pen ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
         pen = true;
       }
-      if (d) {
+      if (d && s.line) {
         svgEl("path", {
           d, class: "plot-path", fill: "none", stroke: s.color, "stroke-width": strokeWidth, "stroke-linejoin": "round",
           "stroke-dasharray": s.dashed ? "6 4" : null,
         }, g);
       }
-      if (!focusable) return;
-      for (const p of s.points) {
-        if (p[1] === null) continue;
-        const m = marker(g, s.shape, sx(p[0]), sy(p[1]), 3.5, s.color, { tabindex: 0, role: "img", "aria-label": label(s, p).replaceAll("\n", ", "), class: "plot-point" });
-        const show = () => tip.show(label(s, p), sx(p[0]), sy(p[1]));
+      if (!focusable && s.line) return;
+      s.points.forEach((p, k) => {
+        if (p[1] === null) return;
+        const x = sx(p[0]);
+        const y = sy(p[1]);
+        if (!focusable) {
+          marker(g, s.shape, x, y, 3.5, s.color, { class: "plot-point" });
+          return;
+        }
+        const m = marker(g, s.shape, x, y, s.line ? 3.5 : 5, s.color, { tabindex: 0, role: "img", "aria-label": label(s, p, k).replaceAll("\n", ", "), class: "plot-point" });
+        const show = () => tip.show(label(s, p, k), x, y);
         m.addEventListener("mouseenter", show);
         m.addEventListener("focus", show);
         m.addEventListener("mouseleave", tip.hide);
         m.addEventListener("blur", tip.hide);
-      }
+        if (s.labels && s.labels[k]) {
+          const right = x > margin.left + plotW * 0.8;
+          svgEl("text", {
+            x: x + (right ? -9 : 9), y: y - 8, "text-anchor": right ? "end" : "start", class: "plot-label",
+            "font-size": 12, fill: "#1b1f24", stroke: "#ffffff", "stroke-width": 3, "paint-order": "stroke", "pointer-events": "none",
+          }, g).textContent = s.labels[k];
+        }
+      });
     });
 
     if (opts.highlight && finite(opts.highlight.x) && finite(opts.highlight.y)) {
@@ -350,13 +375,20 @@ export function lineChart(container, options) {
         const key = svgEl("svg", { width: 26, height: 12, "aria-hidden": "true" }, item);
         key.style.display = "inline-block";
         key.style.verticalAlign = "middle";
-        svgEl("line", { x1: 1, x2: 25, y1: 6, y2: 6, stroke: s.color, "stroke-width": 2.5, "stroke-dasharray": s.dashed ? "5 3" : null }, key);
+        if (s.line) svgEl("line", { x1: 1, x2: 25, y1: 6, y2: 6, stroke: s.color, "stroke-width": 2.5, "stroke-dasharray": s.dashed ? "5 3" : null }, key);
         marker(key, s.shape, 13, 6, 3.5, s.color);
         item.append(` ${s.name}`);
       }
     }
 
-    if (opts.table !== false && !empty) {
+    if (opts.table !== false && !empty && labelled) {
+      // Labelled points (a scatter): one row per point.
+      const many = series.length > 1;
+      const rows = series.flatMap((s) => s.points.map((p, k) => [
+        s.labels ? s.labels[k] : "", ...(many ? [s.name] : []), xFormat(p[0]), p[1] === null ? "" : yFormat(p[1]),
+      ]));
+      dataTable(container, opts.title || "Chart data", ["point", ...(many ? ["series"] : []), opts.xLabel || "x", opts.yLabel || "y"], rows.slice(0, 1000));
+    } else if (opts.table !== false && !empty) {
       const xsAll = [...new Set(xs)].sort((a, b) => a - b);
       const lookup = series.map((s) => new Map(s.points.map((p) => [p[0], p[1]])));
       const rows = xsAll.slice(0, 1000).map((x) => [xFormat(x), ...lookup.map((m) => (m.has(x) ? yFormat(m.get(x)) : ""))]);

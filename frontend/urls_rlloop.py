@@ -1,0 +1,16 @@
+"""Policy and training-round manager pages (frontend/views_rlloop.py)."""
+
+from django.urls import path
+
+from frontend import views_rlloop as views
+
+urlpatterns = [
+    path("projects/<int:project_id>/policies/", views.policy_list, name="policy-list"),
+    path("projects/<int:project_id>/policies/register/", views.policy_register_view, name="policy-register"),
+    path(
+        "projects/<int:project_id>/policies/<int:number>/reference/",
+        views.policy_reference_view,
+        name="policy-reference",
+    ),
+    path("projects/<int:project_id>/policies/rounds/<int:round_id>/", views.policy_round_view, name="policy-round"),
+]
