@@ -174,10 +174,11 @@ def ppo(project, snapshot, reward_model, args) -> dict:
         print(f"PPO round failed: {round.error}\n" + "\n".join(round.log_tail[-10:]), file=sys.stderr)
         raise SystemExit(1)
     steps = [p for p in round.metrics_history if "objective/scores" in p]
-    print("update  score   kl     beta    length  eos   clipfrac  seconds")
+    print("update  score   rm      kl     beta    length  eos   clipfrac  seconds")
     for p in steps:
         print(
-            f"{p['step']:>6}  {p['objective/scores']:+.3f}  {p['objective/kl']:.3f}  {p['objective/beta']:.4f}  "
+            f"{p['step']:>6}  {p['objective/scores']:+.3f}  {p['objective/raw_scores']:+.3f}  {p['objective/kl']:.3f}  "
+            f"{p['objective/beta']:.4f}  "
             f"{p['val/response_length']:6.1f}  {p['val/eos_share']:.2f}  {p['losses/clipfrac']:.3f}     "
             f"{p['time/update']:.1f}"
         )
@@ -188,8 +189,11 @@ def ppo(project, snapshot, reward_model, args) -> dict:
     third = max(1, len(steps) // 3)
     first = sum(p["objective/scores"] for p in steps[:third]) / third
     last = sum(p["objective/scores"] for p in steps[-third:]) / third
+    raw_first = sum(p["objective/raw_scores"] for p in steps[:third]) / third
+    raw_last = sum(p["objective/raw_scores"] for p in steps[-third:]) / third
     print(
-        f"\nproxy score, mean of the first {third} updates {first:+.3f} -> last {third} {last:+.3f}; "
+        f"\nscore (reward model, eos penalty included), mean of the first {third} updates {first:+.3f} -> last "
+        f"{third} {last:+.3f}; reward model alone {raw_first:+.3f} -> {raw_last:+.3f}; "
         f"KL at the end {steps[-1]['objective/kl']:.3f}; {time.monotonic() - t0:.0f} s for {len(steps)} updates"
     )
     return {
@@ -198,6 +202,8 @@ def ppo(project, snapshot, reward_model, args) -> dict:
         "samples": [round.samples[0], round.samples[-1]],
         "score_first_third": first,
         "score_last_third": last,
+        "rm_score_first_third": raw_first,
+        "rm_score_last_third": raw_last,
         "info": round.info,
     }
 

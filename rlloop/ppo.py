@@ -749,7 +749,7 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
         )
         update, history, samples, beta = state["step"], state["history"], state["samples"], state["beta"]
         resumed_from = update
-        hooks.log(f"resumed from {found[0][1]} at update {update}")
+        hooks.log(f"resumed from checkpoint {found[0][1].name} at update {update}")
     controller = AdaptiveKL(beta, config.target_kl, config.kl_horizon) if config.adaptive_kl else None
 
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -1051,7 +1051,7 @@ def _finalize(config, accelerator, trained, tokenizer, history, samples, info, r
 
             shutil.rmtree(model_dir)
         tmp.rename(model_dir)
-        hooks.log(f"saved the policy to {model_dir}")
+        hooks.log(f"saved the policy to {model_dir.name}/ in the output directory")
     accelerator.wait_for_everyone()
     return PPOResult(str(model_dir), metrics, history, samples, resumed_from, info)
 

@@ -487,7 +487,7 @@ def train(config: SFTConfig, hooks: TrainHooks | None = None) -> SFTResult:
         step, start_epoch, start_window, history = state["step"], state["epoch"], state["window"], state["history"]
         info["initial_eval"] = state.get("initial_eval")
         resumed_from = step
-        hooks.log(f"resumed from {found[0][1]} at step {step}")
+        hooks.log(f"resumed from checkpoint {found[0][1].name} at step {step}")
     elif config.eval_at_start and val_set:
         initial = evaluate(
             model, val_set, batch_size=config.eval_batch_size, pad_token_id=pad_id, device=device, amp=amp
@@ -631,7 +631,7 @@ def _finalize(config, model, tokenizer, history, info, resumed_from, hooks) -> S
         shutil.rmtree(final)
     os.rename(tmp, final)
     trainstate.fsync_dir(out)
-    hooks.log(f"saved the policy to {final}")
+    hooks.log(f"saved the policy to {final.name}/ in the output directory")
     return SFTResult(str(final), metrics, history, resumed_from, info)
 
 

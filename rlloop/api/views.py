@@ -62,7 +62,7 @@ def _in_project(model: type, project: Any, field: str, **lookup: Any) -> Any:
 
 
 def round_create_from_request(view: ManagerScoped, data: dict[str, Any], *, trigger: str) -> PolicyRound:
-    """Shared by the API and the web page: resolve numbers inside the project, then create."""
+    """Resolve the numbers of a create request inside the project, then create the round."""
     project = view.project
     if data.get("policy") is None:
         policy = PolicyVersion.objects.filter(project=project).order_by("-number").first()
