@@ -56,18 +56,26 @@ class KindCancelView(ProjectScopedMixin, APIView):
     """``POST .../{id}/cancel/`` of a kind's own API: the generic cancel, answered in the kind's shape.
 
     A subclass names the ``model``, the URL keyword of the job id and the kind's
-    ``serializer_class`` (a subclass of ``JobSerializer``), and documents its response.
+    ``serializer_class`` (a subclass of ``JobSerializer``), and documents its response with
+    :func:`cancel_schema`, which also sets ``what`` (the word a missing job's 404 uses).
     """
 
     permission_classes = [IsAuthenticated, IsProjectManager]
     model: Any = None
     lookup_url_kwarg = "job_id"
     serializer_class: Any = JobSerializer
+    what = "job"
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        job = self.model.objects.filter(project=self.project, pk=kwargs[self.lookup_url_kwarg]).first()
+        job_id = kwargs[self.lookup_url_kwarg]
+        job = self.model.objects.filter(project=self.project, pk=job_id).first()
         if job is None:
-            raise Http404("No such job in this project.")
+            return refusal_response(
+                f"no {self.what} {job_id} in this project",
+                code=f"no_such_{self.what}",
+                field=self.lookup_url_kwarg,
+                status=404,
+            )
         try:
             job = job_cancel(job=job, user=request.user)
         except JobAlreadyFinished as exc:
@@ -78,16 +86,25 @@ class KindCancelView(ProjectScopedMixin, APIView):
 
 
 def cancel_schema(serializer: Any, what: str) -> Any:
-    """The OpenAPI description every kind's cancel endpoint shares."""
-    return extend_schema(
+    """The OpenAPI description every kind's cancel endpoint shares; names the view's ``what``."""
+    schema = extend_schema(
         request=None,
         description=f"Cancel: a queued {what} at once, a running one at its next step; 409 once it finished.",
         responses={
             202: serializer,
-            404: OpenApiResponse(description=f"No such {what} in this project."),
+            404: OpenApiResponse(
+                ErrorSerializer,
+                description=f"No such {what} in this project (code no_such_{what}); no such project: detail only.",
+            ),
             409: OpenApiResponse(ErrorSerializer, description="Already finished (code already_finished)."),
         },
     )
+
+    def decorate(view: type[KindCancelView]) -> type[KindCancelView]:
+        view.what = what
+        return schema(view)
+
+    return decorate
 
 
 class JobListView(_JobView):

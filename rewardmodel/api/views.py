@@ -1,7 +1,8 @@
 """API v1: reward-model runs, versions, comparison and scoring (managers of the project only).
 
 Outsiders get 404 (the project does not exist for them), annotators 403. Refusals of the
-services answer ``{detail, code, field}`` with their status, like the work queue's.
+services answer ``{detail, code, field}`` with their status, like the work queue's; so does a
+missing run or version (404, code ``no_such_run``, ``no_such_version`` or ``no_active_version``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -40,7 +40,11 @@ from rewardmodel.services import (
 _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request, with the field at fault."),
     403: OpenApiResponse(description="Not a manager of this project."),
-    404: OpenApiResponse(description="No such project, run or version."),
+    404: OpenApiResponse(
+        ErrorSerializer,
+        description="No such run or version in this project (code no_such_run, no_such_version, or"
+        " no_active_version for ``active``); no such project (outsiders too): detail only.",
+    ),
 }
 
 
@@ -66,9 +70,30 @@ class ManagerScoped(ServiceErrorMixin, ProjectScopedMixin):
         return RewardModelVersion.objects.filter(project=self.project).select_related("parent")
 
     def version(self, number: Any) -> RewardModelVersion:
+        """The version of the URL, or a 404 refusal that says what to do (``number`` may be ``active``)."""
+        versions = self.versions()
         if number == "active":
-            return get_object_or_404(self.versions(), is_active=True)
-        return get_object_or_404(self.versions(), number=number)
+            found = versions.filter(is_active=True).first()
+            if found is None:
+                message = (
+                    "the project has no active reward model: activate one of its versions"
+                    if versions.exists()
+                    else "the project has no active reward model yet: train one first"
+                )
+                raise RewardModelError(None, message, code="no_active_version", status=404)
+            return found
+        found = versions.filter(number=number).first()
+        if found is None:
+            raise RewardModelError(
+                "number", f"no reward-model version {number} in this project", code="no_such_version", status=404
+            )
+        return found
+
+    def run(self, run_id: Any) -> RewardModelRun:
+        found = self.runs().filter(pk=run_id).first()
+        if found is None:
+            raise RewardModelError("run_id", f"no run {run_id} in this project", code="no_such_run", status=404)
+        return found
 
 
 def latest_snapshot(project: Any) -> ExportSnapshot:
@@ -136,7 +161,7 @@ class RunDetailView(ManagerScoped, generics.RetrieveAPIView):
     serializer_class = s.RunDetailSerializer
 
     def get_object(self) -> RewardModelRun:
-        return get_object_or_404(self.runs(), pk=self.kwargs["run_id"])
+        return self.run(self.kwargs["run_id"])
 
 
 @cancel_schema(s.RunSerializer, "run")

@@ -1,6 +1,7 @@
 """API v1: policies and training rounds (managers of the project only).
 
-Outsiders get 404, annotators 403. Refusals answer ``{detail, code, field}`` with their status.
+Outsiders get 404, annotators 403. Refusals answer ``{detail, code, field}`` with their status;
+so does a missing policy or round (404, code ``no_such_policy`` or ``no_such_round``).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import IsAuthenticated
@@ -30,7 +30,11 @@ from rlloop.services import PolicyError, checkpoint_names, policy_register, poli
 _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request, with the field at fault."),
     403: OpenApiResponse(description="Not a manager of this project."),
-    404: OpenApiResponse(description="No such project, policy or round."),
+    404: OpenApiResponse(
+        ErrorSerializer,
+        description="No such policy or round in this project (code no_such_policy, no_such_round);"
+        " no such project (outsiders too): detail only.",
+    ),
 }
 
 
@@ -51,6 +55,18 @@ class ManagerScoped(RefusalMixin, ProjectScopedMixin):
         return PolicyRound.objects.filter(project=self.project).select_related(
             "policy", "reference", "reward_model", "result", "created_by"
         )
+
+    def policy(self, number: Any) -> PolicyVersion:
+        found = self.policies().filter(number=number).first()
+        if found is None:
+            raise PolicyError("number", f"no policy {number} in this project", code="no_such_policy", status=404)
+        return found
+
+    def round(self, round_id: Any) -> PolicyRound:
+        found = self.rounds().filter(pk=round_id).first()
+        if found is None:
+            raise PolicyError("round_id", f"no round {round_id} in this project", code="no_such_round", status=404)
+        return found
 
 
 def _in_project(model: type, project: Any, field: str, **lookup: Any) -> Any:
@@ -135,7 +151,7 @@ class PolicyDetailView(ManagerScoped, generics.RetrieveAPIView):
     serializer_class = s.PolicySerializer
 
     def get_object(self) -> PolicyVersion:
-        return get_object_or_404(self.policies(), number=self.kwargs["number"])
+        return self.policy(self.kwargs["number"])
 
 
 class PolicyReferenceView(ManagerScoped, APIView):
@@ -143,7 +159,7 @@ class PolicyReferenceView(ManagerScoped, APIView):
 
     @extend_schema(request=None, responses={200: s.PolicySerializer, **_ERRORS})
     def post(self, request: Request, project_id: int, number: int) -> Response:
-        version = policy_set_reference(version=get_object_or_404(self.policies(), number=number))
+        version = policy_set_reference(version=self.policy(number))
         return Response(s.PolicySerializer(self.policies().get(pk=version.pk)).data)
 
 
@@ -169,7 +185,7 @@ class RoundDetailView(ManagerScoped, generics.RetrieveAPIView):
     serializer_class = s.RoundDetailSerializer
 
     def get_object(self) -> PolicyRound:
-        return get_object_or_404(self.rounds(), pk=self.kwargs["round_id"])
+        return self.round(self.kwargs["round_id"])
 
 
 @cancel_schema(s.RoundSerializer, "round")
