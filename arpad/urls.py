@@ -11,7 +11,12 @@ urlpatterns = [
     path("api/v1/", include("rlloop.api.urls")),
     path("api/v1/", include("jobs.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI with the app's header, and no inline style for the CSP to refuse (frontend/api_docs.html).
+    path(
+        "api/v1/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api-schema", template_name="frontend/api_docs.html"),
+        name="api-docs",
+    ),
     path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include("frontend.urls")),
 ]

@@ -8,6 +8,7 @@ urlpatterns = [
     # Django's login view with a form that counts and limits password checks (arpad/login.py).
     path("accounts/login/", web_login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("", views.project_list, name="project-list"),
     path("projects/<int:project_id>/annotate/", views.annotate, name="annotate"),
     path(

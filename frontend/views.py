@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -8,6 +9,7 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import queue_sql
@@ -17,6 +19,19 @@ from annotation.project_services import can_create_projects
 from annotation.services import QueueError, assignment_claim_next, judgement_submit_and_claim_next
 from arpad.http import SMALL_BODY_MAX_BYTES, JSONInputError, body_limit, loads_json
 from frontend.templatetags.arpad_markdown import render_markdown
+
+_FAVICON = Path(__file__).resolve().parent / "static" / "frontend" / "favicon.svg"
+
+
+@require_GET
+@cache_control(public=True, max_age=24 * 3600)
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``, which browsers ask for on any page (the admin's, a JSON answer's): the app's icon.
+
+    Served, not redirected: a permanent redirect to the hashed static name would outlive a
+    deploy that changes the icon. The pages name the same file with ``<link rel="icon">``.
+    """
+    return HttpResponse(_FAVICON.read_bytes(), content_type="image/svg+xml")
 
 
 @login_required

@@ -91,6 +91,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-docs": {"get": PUBLIC},
     "api-redoc": {"get": PUBLIC},
     # --- pages ------------------------------------------------------------------------------
+    "favicon": {"get": PUBLIC},
     "login": {"get": PUBLIC},
     "logout": {"post": PUBLIC},
     "project-list": {"get": LOGIN},
