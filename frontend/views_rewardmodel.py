@@ -6,11 +6,13 @@ as the API. Progress bars are the shared job component (``{% job_progress %}``, 
 ``jobs.js`` through the generic job API); ``rewardmodel.js`` draws a run's curves and log
 from the same updates with ``plot.js``. Data reaches the scripts through ``json_script``
 blocks, never inline.
+
+Users see a base model by its registered name (``base_model_label``), never its directory,
+and absolute paths in a run's log and data are replaced (``frontend.text``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -26,11 +28,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
+from frontend.text import scrub_paths, scrub_value
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
 from rewardmodel.services import (
     RewardModelError,
-    base_model_name_of,
+    base_model_label,
     base_model_names,
     default_base_model,
     reward_model_run_create,
@@ -163,13 +166,11 @@ def run_json(project: Project, run: RewardModelRun) -> dict[str, Any]:
 def _version_rows(project: Project) -> list[dict[str, Any]]:
     rows = []
     for v in RewardModelVersion.objects.filter(project=project).select_related("parent").order_by("-number"):
-        parts = Path(v.base_model).parts
         rows.append(
             {
                 "version": v,
-                # The registered name it started from (through its parents), else the path's end.
-                "base_short": base_model_name_of(v)
-                or (v.base_model if len(parts) <= 3 else "…/" + "/".join(parts[-3:])),
+                # The registered name it started from (through its parents), never its directory.
+                "base": base_model_label(v),
                 "metrics": [
                     v.metrics.get(key) if isinstance(v.metrics.get(key), int | float) else None
                     for key, _ in VERSION_METRICS
@@ -230,9 +231,11 @@ def reward_model_run(request: HttpRequest, project_id: int, run_id: int) -> Http
         "project": project,
         "run": run,
         "version": getattr(run, "version", None),
-        "config_items": sorted(run.config.items()),
+        "base": base_model_label(run),
+        "config_items": sorted((k, scrub_value(v)) for k, v in run.config.items()),
         "metric_items": sorted((k, v) for k, v in run.metrics.items() if isinstance(v, int | float) or v is None),
-        "info_items": sorted((k, v) for k, v in run.info.items() if not isinstance(v, dict | list)),
+        "info_items": sorted((k, scrub_value(v)) for k, v in run.info.items() if not isinstance(v, dict | list)),
+        "log_lines": [scrub_paths(str(line)) for line in run.log_tail],
         "page_data": {"finished": run.is_finished, "history": run.metrics_history, "state": run.state},
     }
     return render(request, "frontend/rewardmodel/run.html", context)

@@ -14,7 +14,6 @@ its registered name, and absolute paths in a round's log are replaced before dis
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -29,6 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.models import Project, Response
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
+from frontend.text import scrub_paths, scrub_value
 from jobs.models import JobState, JobTrigger
 from rewardmodel.models import RewardModelVersion
 from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
@@ -49,18 +49,10 @@ VERSION_METRICS = [
     ("objective/kl", "KL"),
     ("eval/loss", "Eval loss"),
 ]
-# An absolute path of at least two parts, not inside a word ("3/20" is no path).
-_ABS_PATH = re.compile(r"(?<![\w.])/[^\s'\"]+/[^\s'\"]*")
-HIDDEN_PATH = "[server path]"
 SFT_SOURCE_LABELS = {
     "consensus_best": "each group's consensus-best response, from an export snapshot",
     "demonstrations": "the responses of one source (e.g. human)",
 }
-
-
-def scrub_paths(text: str) -> str:
-    """``text`` with absolute server paths replaced (the same rule as ``rlloop.js``)."""
-    return _ABS_PATH.sub(HIDDEN_PATH, text)
 
 
 def _problems(exc: PolicyError, prefix: str) -> list[tuple[str | None, str]]:
@@ -499,7 +491,7 @@ def _flat_info(info: dict[str, Any]) -> list[tuple[str, Any]]:
             items += [(f"{key}.{k}", v) for k, v in value.items() if not isinstance(v, dict | list)]
         elif not isinstance(value, list):
             items.append((key, value))
-    return sorted((k, scrub_paths(v) if isinstance(v, str) else v) for k, v in items)
+    return sorted((k, scrub_value(v)) for k, v in items)
 
 
 def _data_text(round: PolicyRound) -> str:

@@ -30,7 +30,14 @@ from jobs.registry import Retry, job_kind
 from rewardmodel import conf
 from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.models import RewardModelRun, RewardModelVersion
-from rewardmodel.services import resolve_path, reward_model_version_create, run_output_dir
+from rewardmodel.services import (
+    OUTSIDE_REGISTRY,
+    base_model_label,
+    base_model_name_of,
+    resolve_path,
+    reward_model_version_create,
+    run_output_dir,
+)
 
 
 def remove_run_files(output_dir: str) -> None:
@@ -96,7 +103,12 @@ def reward_model_run_train(run: RewardModelRun, ctx: JobContext) -> None:
     config = dict(run.config)
     if config.get("device", "auto") == "auto":
         config["device"] = conf.device()
-    ctx.log(f"training {run.base_model} on export {run.snapshot_id} into {run.output_dir}")
+    # Names, not directories: the log is shown to the project's managers (paths stay in the admin).
+    parent = run.parent_version
+    start = base_model_label(run)
+    if parent is not None:
+        start = f"{parent.label} (base {base_model_name_of(run) or OUTSIDE_REGISTRY})"
+    ctx.log(f"training from {start} on export {run.snapshot_id}")
     from exports.services import snapshot_directory
     from rewardmodel.train import TrainConfig, train  # torch: only in the process that trains
 

@@ -647,7 +647,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         state = load_checkpoint(found[0][1], model=model, optimizer=optimizer, config=config, data_sha256=data_sha256)
         step, start_epoch, start_window, history = state["step"], state["epoch"], state["window"], state["history"]
         resumed_from = step
-        hooks.log(f"resumed from {found[0][1]} at step {step}")
+        hooks.log(f"resumed from checkpoint {found[0][1].name} at step {step}")
     info["resumed_from_step"] = resumed_from
     hooks.on_start(total_steps, info)
     trunc = info["truncation"]["train"]
@@ -831,7 +831,7 @@ def finalize(
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    hooks.log(f"saved {final}: validation accuracy {metrics.get('accuracy')}")
+    hooks.log(f"saved {final.name}/ in the output directory: validation accuracy {metrics.get('accuracy')}")
     return TrainResult(
         model_dir=str(final), metrics=metrics, history=history, resumed_from_step=resumed_from, info=info
     )

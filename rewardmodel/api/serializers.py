@@ -11,6 +11,14 @@ from arpad.api.serializers import MessagesField, conversation_chars
 from jobs.api.serializers import JOB_FIELDS, JobSerializer
 from rewardmodel import conf
 from rewardmodel.models import RewardModelRun, RewardModelVersion
+from rewardmodel.services import base_model_name_of
+
+# Names, never directories: the stored paths are the server's (administrators see them in the admin).
+_BASE_MODEL_NAME = serializers.CharField(
+    allow_null=True,
+    help_text="The registered base model it was trained from, through its parent versions; null when the "
+    "checkpoint is not registered (any more).",
+)
 
 
 class RunSerializer(JobSerializer, serializers.ModelSerializer):
@@ -19,6 +27,7 @@ class RunSerializer(JobSerializer, serializers.ModelSerializer):
     snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
     parent_version = serializers.SerializerMethodField()
     version = serializers.SerializerMethodField()
+    base_model_name = serializers.SerializerMethodField()
     config = serializers.DictField(read_only=True)
     metrics = serializers.DictField(read_only=True)
 
@@ -27,7 +36,7 @@ class RunSerializer(JobSerializer, serializers.ModelSerializer):
         fields = [
             *JOB_FIELDS,
             "snapshot",
-            "base_model",
+            "base_model_name",
             "parent_version",
             "version",
             "config",
@@ -36,6 +45,10 @@ class RunSerializer(JobSerializer, serializers.ModelSerializer):
             "resumed_from_step",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(_BASE_MODEL_NAME)
+    def get_base_model_name(self, run: RewardModelRun) -> str | None:
+        return base_model_name_of(run)
 
     @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Number of the parent version."))
     def get_parent_version(self, run: RewardModelRun) -> int | None:
@@ -85,6 +98,7 @@ class BaseModelSerializer(serializers.Serializer):
 class VersionSerializer(serializers.ModelSerializer):
     run = serializers.IntegerField(source="run_id", read_only=True)
     snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
+    base_model_name = serializers.SerializerMethodField()
     parent = serializers.SerializerMethodField()
     metrics = serializers.DictField(read_only=True)
 
@@ -95,13 +109,16 @@ class VersionSerializer(serializers.ModelSerializer):
             "is_active",
             "run",
             "snapshot",
-            "base_model",
+            "base_model_name",
             "parent",
-            "model_dir",
             "metrics",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(_BASE_MODEL_NAME)
+    def get_base_model_name(self, version: RewardModelVersion) -> str | None:
+        return base_model_name_of(version)
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_parent(self, version: RewardModelVersion) -> int | None:

@@ -16,7 +16,9 @@ from rewardmodel.services.errors import RewardModelError
 from rewardmodel.services.registry import reward_model_version_activate, reward_model_version_create
 from rewardmodel.services.rules import retrain_rule_check, retrain_rules_check
 from rewardmodel.services.runs import (
+    OUTSIDE_REGISTRY,
     PLATFORM_KEYS,
+    base_model_label,
     base_model_name_of,
     base_model_names,
     default_base_model,
@@ -30,8 +32,10 @@ from rewardmodel.services.runs import (
 )
 
 __all__ = [
+    "OUTSIDE_REGISTRY",
     "PLATFORM_KEYS",
     "RewardModelError",
+    "base_model_label",
     "base_model_name_of",
     "base_model_names",
     "default_base_model",

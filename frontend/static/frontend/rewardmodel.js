@@ -1,8 +1,10 @@
 // Reward-model pages: live curves and log on a run's page, from the updates of the shared
 // progress component (jobs.js, "job:update" events). Data comes from the #rm-run-data
-// json_script block; every text goes in through textContent, never innerHTML.
+// json_script block; every text goes in through textContent, never innerHTML, and server
+// paths in the log are replaced (text.js).
 
 import { lineChart } from "./plot.js";
+import { scrubPaths } from "./text.js";
 
 
 function pageData(id) {
@@ -49,7 +51,7 @@ function updateRun(run) {
   if (run.heartbeat_at) document.getElementById("run-heartbeat").textContent = new Date(run.heartbeat_at).toLocaleTimeString();
   const log = document.getElementById("run-log");
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-  log.textContent = run.log_tail.map((line) => `${line}\n`).join("");
+  log.textContent = run.log_tail.map((line) => `${scrubPaths(line)}\n`).join("");
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 

@@ -8,14 +8,9 @@
 // text goes in through textContent, never innerHTML. Plots are plot.js's.
 
 import { lineChart } from "./plot.js";
+import { scrubPaths } from "./text.js";
 
 document.documentElement.classList.add("js");
-
-// The same rule as frontend/views_rlloop.py's scrub_paths: server paths are never shown.
-const ABS_PATH = /(?<![\w.])\/[^\s'"]+\/[^\s'"]*/g;
-export function scrubPaths(text) {
-  return String(text).replace(ABS_PATH, "[server path]");
-}
 
 function pageData(id) {
   const el = document.getElementById(id);
