@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nPPO throughput on {device}, {args.rollouts} rollouts of at most {args.max_new_tokens} tokens per update, "
         f"1 epoch of minibatches of {args.minibatch}; last of {args.updates} updates"
     )
-    print("model       mode  params   trainable  episodes/s  tokens/s  s/update  generate  score  train  peak GiB")
+    print("model       mode  params*  trainable  episodes/s  tokens/s  s/update  generate  score  train  peak GiB")
     for r in rows:
         print(
             f"{r['model']:<11} {r['mode']:<5} {r['parameters'] / 1e6:6.0f}M  {r['trainable_parameters'] / 1e6:8.2f}M  "
@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in skipped:
         print(f"  not run: {line}")
     if rows:
-        print(f"  peak memory: {rows[0]['memory_kind']}; 'score' is reward model + reference + value forward passes")
+        print(
+            f"  * policy and critic (a copy of the policy); peak memory: {rows[0]['memory_kind']}; "
+            "'score' is reward model + reference + value forward passes"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped, "args": vars(args)}, indent=2))
     return 0

@@ -218,6 +218,10 @@ def test_a_rule_based_reward_rises_within_30_updates_with_bounded_kl(rising_run)
     history = rising_run.history
     assert len(history) == 30
     start, end = mean(history, "objective/scores", slice(0, 5)), mean(history, "objective/scores", slice(-5, None))
+    kl_end = mean(history, "objective/kl", slice(-5, None))
+    print(
+        f"\nrule reward (share of 'o'), mean of updates 1-5 {start:.3f} -> 26-30 {end:.3f}; KL at the end {kl_end:.1f}"
+    )
     assert start < 0.15
     assert end > 0.5 and end > 4 * start, (start, end)
     # 8 tokens of a 400-token vocabulary: KL per response tends to 8 * ln(400) = 48 nats as
@@ -248,6 +252,10 @@ def test_the_result_is_a_policy_checkpoint_with_its_sidecar(rising_run) -> None:
 def test_a_large_beta_keeps_the_policy_near_the_reference(tiny_policy, prompt_file, rising_run, tmp_path) -> None:
     leashed = train(config(tiny_policy, prompt_file, tmp_path, kl_coef=5.0)).history
     free_kl = mean(rising_run.history, "objective/kl", slice(-5, None))
+    print(
+        f"\nbeta 5: KL {mean(leashed, 'objective/kl', slice(-5, None)):.3f} (beta 0.01: {free_kl:.1f}), score "
+        f"{mean(leashed, 'objective/scores', slice(0, 5)):.3f} -> {mean(leashed, 'objective/scores', slice(-5, None)):.3f}"
+    )
     assert mean(leashed, "objective/kl", slice(-5, None)) < 1.0
     assert mean(leashed, "objective/kl", slice(-5, None)) < free_kl / 10
     assert mean(leashed, "objective/scores", slice(-5, None)) < 0.15  # the score did not move
