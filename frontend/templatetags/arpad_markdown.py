@@ -4,7 +4,9 @@ Two layers, so that a bug in one is caught by the other:
 
 1. markdown-it-py in CommonMark mode with tables and with raw HTML *disabled*: any ``<tag>``
    in the source comes out escaped, as text. Its own link validator already refuses
-   ``javascript:``, ``vbscript:``, ``file:`` and most ``data:`` URLs.
+   ``javascript:``, ``vbscript:``, ``file:`` and most ``data:`` URLs. ``breaks`` is on: a
+   single newline is a ``<br>`` (chat text is written line by line, not as CommonMark
+   paragraphs, and annotators must see it as written); a blank line starts a paragraph.
 2. nh3 (ammonia) with a strict allowlist of tags and attributes; links keep only absolute
    http(s)/mailto URLs and get ``rel="noopener noreferrer nofollow"``.
 
@@ -43,7 +45,8 @@ def _image_as_link(self: Any, tokens: list[Any], idx: int, options: Any, env: An
 
 
 def _make_parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table")
+    options = {"html": False, "breaks": True, "linkify": False, "typographer": False}
+    md = MarkdownIt("commonmark", options).enable("table")
     md.add_render_rule("image", _image_as_link)
     return md
 

@@ -147,3 +147,18 @@ def test_template_filter_marks_output_safe_and_handles_none():
     assert "<strong>hi</strong>" in rendered
     assert "&lt;i&gt;x&lt;/i&gt;" in rendered
     assert render_markdown(None) == ""
+
+
+def test_single_newlines_are_line_breaks_and_blank_lines_paragraphs():
+    # OpenAssistant-style text: a list item followed by its explanation on the next line.
+    html = render_markdown("1. The 20/20/20 rule\nFor every 20 minutes\n\nline one\nline two\n\nnext paragraph")
+    assert "<li>The 20/20/20 rule<br>\nFor every 20 minutes</li>" in html
+    assert "<p>line one<br>\nline two</p>" in html
+    assert "<p>next paragraph</p>" in html
+
+
+def test_line_breaks_keep_fenced_code_as_is_and_payloads_inert():
+    html = render_markdown("```\nx = 1\ny = 2\n```\n<script>alert(1)</script>\n<img src=x onerror=alert(1)>")
+    assert "<pre><code>x = 1\ny = 2\n</code></pre>" in html  # no <br> inside code
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;<br>" in html
+    assert_inert(html)
