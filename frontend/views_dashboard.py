@@ -386,7 +386,7 @@ def project_exports(request: HttpRequest, project_id: int) -> HttpResponse:
             except InvalidParams as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, exc.message)
             else:
-                messages.success(request, f"Export {snapshot.pk} queued.")
+                messages.success(request, f"Export {snapshot.pk} was created.")
                 return redirect("project-exports", project_id=project.pk)
         return render(request, "frontend/dashboard/exports.html", _export_context(project, form), status=400)
     form = ExportForm(project=project)

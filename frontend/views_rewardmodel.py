@@ -206,7 +206,7 @@ def reward_model_list(request: HttpRequest, project_id: int) -> HttpResponse:
             target = name if name in form.fields else None
             form.add_error(target, exc.message if target else f"{exc.field}: {exc.message}")
         else:
-            messages.success(request, f"Run {run.pk} is queued for a GPU worker.")
+            messages.success(request, f"Run {run.pk} was created.")
             return redirect("rewardmodel-run", project_id=project.pk, run_id=run.pk)
     context = {
         "project": project,

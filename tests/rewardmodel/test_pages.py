@@ -100,10 +100,15 @@ def test_the_train_form_queues_a_run(
         "seed": 7,
         "margin": "on",
     }
+    client = as_user(manager)
     with django_capture_on_commit_callbacks(execute=True):
-        response = as_user(manager).post(reverse("rewardmodel-list", args=[project.pk]), form)
+        response = client.post(reverse("rewardmodel-list", args=[project.pk]), form)
     run = RewardModelRun.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("rewardmodel-run", args=[project.pk, run.pk])
+    # The banner says what happened, not a state that goes stale; the job's own progress
+    # component shows whether it is still queued.
+    page = client.get(response["Location"]).content.decode()
+    assert f"Run {run.pk} was created." in page and "queued for a GPU worker" not in page
     assert run.trigger == "ui" and run.config["margin"] is True and run.config["soft_labels"] is False
     assert run.config["epochs"] == 2 and run.config["center_coefficient"] == 0.01 and run.config["seed"] == 7
     assert sent == [("reward_model", run.pk, "gpu")] and run.base_model == str(tiny_base)

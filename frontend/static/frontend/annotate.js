@@ -69,15 +69,19 @@ function uuid4() {
 // --- messages ---------------------------------------------------------------------------
 
 let sayTimer = null;
+let sayUntilAction = false;
 
-function say(text, kind = "") {
+function say(text, kind = "", { untilAction = false } = {}) {
   const el = $("message");
   el.textContent = text;
   el.className = `banner ${kind}`;
   el.hidden = !text;
-  // Confirmations go away by themselves; errors stay until the next message.
+  // Confirmations go away by themselves; errors stay until the next message. A message
+  // shown untilAction (a skip's confirmation, "choose first") stays until the annotator
+  // next changes the answer: it is about the state they see, which that action changes.
+  sayUntilAction = Boolean(text) && untilAction;
   clearTimeout(sayTimer);
-  if (kind === "ok") sayTimer = setTimeout(() => say(""), 2500);
+  if (kind === "ok" && !untilAction) sayTimer = setTimeout(() => say(""), 2500);
 }
 
 function show(which) {
@@ -98,6 +102,8 @@ function snapshot() {
 }
 
 function remember() {
+  // Every change to the answer passes here.
+  if (sayUntilAction) say("");
   cur.history.push(snapshot());
 }
 
@@ -431,7 +437,9 @@ function bump(id) {
 async function submit() {
   if (!cur || busy) return;
   if (!pairwise && unplaced().length === 1) place(unplaced()[0]);
-  if (!isComplete()) return say(pairwise ? "Choose a response first." : "Place every response first.", "error");
+  if (!isComplete()) {
+    return say(pairwise ? "Choose a response first." : "Place every response first.", "error", { untilAction: true });
+  }
   const body = {
     ranking: tiers(),
     client_token: cur.token,
@@ -499,8 +507,9 @@ async function doSkip(reason) {
     paint();
     return fail(res, "Not skipped");
   }
-  say("Skipped.", "ok");
   await loadNext();
+  // After the next task is drawn (drawing it clears the banner), unless loading it failed.
+  if ($("message").hidden) say("Skipped.", "ok", { untilAction: true });
 }
 
 // --- time ---------------------------------------------------------------------------------
