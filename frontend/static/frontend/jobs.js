@@ -5,6 +5,8 @@
 // ends, "job:finished" fires and, with data-on-finish="reload", the page reloads so the
 // server renders the kind's own result. Text goes in through textContent only.
 
+import { formatTimes } from "./text.js";
+
 const LIVE = new Set(["queued", "running"]);
 const FIRST_MS = 500;
 const MAX_MS = 3000;
@@ -71,4 +73,5 @@ export function followJobs(root = document) {
   for (const box of root.querySelectorAll(".job-progress[data-job-url]")) followJob(box);
 }
 
+formatTimes();
 followJobs();

@@ -4,7 +4,7 @@
 // paths in the log are replaced (text.js).
 
 import { lineChart } from "./plot.js";
-import { scrubPaths } from "./text.js";
+import { scrubPaths, setTime } from "./text.js";
 
 
 function pageData(id) {
@@ -48,7 +48,7 @@ function updateRun(run) {
   document.getElementById("run-attempts").textContent = `${run.attempts} of ${run.max_attempts}`;
   document.getElementById("run-checkpoint").textContent =
     run.checkpoint_step === null ? "none yet" : `step ${run.checkpoint_step}`;
-  if (run.heartbeat_at) document.getElementById("run-heartbeat").textContent = new Date(run.heartbeat_at).toLocaleTimeString();
+  if (run.heartbeat_at) setTime(document.getElementById("run-heartbeat"), run.heartbeat_at, { timeOnly: true });
   const log = document.getElementById("run-log");
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
   log.textContent = run.log_tail.map((line) => `${scrubPaths(line)}\n`).join("");

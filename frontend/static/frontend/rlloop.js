@@ -8,7 +8,7 @@
 // text goes in through textContent, never innerHTML. Plots are plot.js's.
 
 import { lineChart } from "./plot.js";
-import { scrubPaths } from "./text.js";
+import { scrubPaths, setTime } from "./text.js";
 
 document.documentElement.classList.add("js");
 
@@ -232,7 +232,7 @@ function updateFacts(data, job) {
   };
   set("round-attempts", `${job.attempts} of ${job.max_attempts}`);
   set("round-checkpoint", job.checkpoint_step === null || job.checkpoint_step === undefined ? "none yet" : `${stepWord(data)} ${job.checkpoint_step}`);
-  if (job.heartbeat_at) set("round-heartbeat", new Date(job.heartbeat_at).toLocaleTimeString());
+  if (job.heartbeat_at) setTime(document.getElementById("round-heartbeat"), job.heartbeat_at, { timeOnly: true });
   const log = document.getElementById("round-log");
   if (log && Array.isArray(job.log_tail)) {
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
