@@ -27,3 +27,8 @@ def max_prompts() -> int:
 def policies_root() -> Path:
     """Where rounds write: ``ARTIFACT_ROOT/policies/project-<p>/round-<r>``."""
     return Path(settings.ARTIFACT_ROOT) / "policies"
+
+
+def sampling_root() -> Path:
+    """Where sampling jobs keep their prompt files: ``ARTIFACT_ROOT/sampling/project-<p>/job-<id>``."""
+    return Path(settings.ARTIFACT_ROOT) / "sampling"

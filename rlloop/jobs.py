@@ -29,7 +29,8 @@ from rewardmodel.hooks import TrainingCancelled
 from rewardmodel.jobs import TrainingHooks
 from rewardmodel.services import resolve_path, version_model_dir
 from rlloop import conf
-from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
+from rlloop.models import PolicyRound, PolicyVersion, RoundMethod, SamplingJob
+from rlloop.sampling import batch_seed, done_prompt_ids, plan_slots, sampling_prompts_write, tasks_from_samples
 from rlloop.services import policy_dir, policy_from_round, round_data_write
 
 KEPT_SAMPLE_TABLES = 20
@@ -110,11 +111,11 @@ METHODS: dict[str, Method] = {
 }
 
 
-def remove_round_files(output_dir: str) -> None:
-    """Delete a round's directory, and its project's folder once empty; only ever under policies/."""
+def remove_round_files(output_dir: str, root: Path | None = None) -> None:
+    """Delete a round's (or sampling job's) directory, and its project's folder once empty; only ever under ``root``."""
     if not output_dir:
         return
-    root = conf.policies_root().resolve()
+    root = (root or conf.policies_root()).resolve()
     directory = resolve_path(output_dir).resolve()
     if directory == root or not directory.is_relative_to(root):
         return
@@ -128,6 +129,12 @@ def remove_round_files(output_dir: str) -> None:
 def _files_go_with_the_round(sender: type[PolicyRound], instance: PolicyRound, **kwargs: Any) -> None:
     output_dir = instance.output_dir
     transaction.on_commit(lambda: remove_round_files(output_dir))
+
+
+@receiver(post_delete, sender=SamplingJob)
+def _files_go_with_the_sampling_job(sender: type[SamplingJob], instance: SamplingJob, **kwargs: Any) -> None:
+    output_dir = instance.output_dir
+    transaction.on_commit(lambda: remove_round_files(output_dir, conf.sampling_root()))
 
 
 @job_kind("policy_round", model=PolicyRound, queue=conf.queue, retry=Retry.RESUME, title="policy round")
@@ -159,3 +166,114 @@ def policy_round_execute(*, round_id: int, worker: str | None = None) -> PolicyV
     """Claim, train and register one round in this process (``manage.py ppo_round --inline`` too)."""
     job_execute(kind="policy_round", job_id=round_id, worker=worker)
     return PolicyVersion.objects.filter(round_id=round_id).first()
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+SAMPLING_BATCH_PROMPTS = 8
+
+
+@job_kind("sampling", model=SamplingJob, queue=conf.queue, retry=Retry.RESUME, title="sampling job")
+def sampling_run(job: SamplingJob, ctx: JobContext) -> None:
+    """Sample, score and create tasks batch by batch; a retried attempt skips the batches already in the queue."""
+    from rlloop.generate import PolicySampler, load_model, resolve_device
+    from rlloop.policy import Sampling
+
+    output = resolve_path(job.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    records = sampling_prompts_write(job, output)
+    done = done_prompt_ids(job)
+    policies = sorted(job.policies.all(), key=lambda p: p.number)
+    versions = [*policies, *([job.anchor] if job.anchor_id else [])]
+    settings = dict(job.sampling)
+    seed = int(settings.pop("seed", 0))
+    sampling = Sampling(
+        int(settings["max_new_tokens"]),
+        float(settings["temperature"]),
+        float(settings["top_p"]),
+        tuple(settings["stop"]),
+    )
+    device = resolve_device(conf.device())
+    reference = PolicyVersion.objects.filter(project=job.project, is_reference=True).first()
+    ctx.log(
+        f"sampling {len(records)} prompts from {', '.join(v.label for v in versions)} on {device.type}"
+        + (f", {len(done)} done by an earlier attempt" if done else "")
+    )
+    reference_model = load_model(policy_dir(reference), device) if reference is not None else None
+    samplers = {
+        v.pk: PolicySampler(
+            policy_dir(v),
+            device=device,
+            reference=reference_model,
+            is_reference=reference is not None and v.pk == reference.pk,
+        )
+        for v in versions
+    }
+    scorer = None
+    if job.reward_model_id is not None:
+        from rewardmodel.scoring import RewardScorer
+
+        scorer = RewardScorer.from_pretrained(str(version_model_dir(job.reward_model)), device=device.type)
+    summary = {
+        key: int((job.summary or {}).get(key, 0)) for key in ("prompts", "responses", "duplicates", "tasks", "skipped")
+    }
+    batches = [records[i : i + SAMPLING_BATCH_PROMPTS] for i in range(0, len(records), SAMPLING_BATCH_PROMPTS)]
+    ctx.progress(step=sum(1 for r in records if r["id"] in done), total=len(records), force=True)
+    for number, batch in enumerate(batches):
+        todo = [(number * SAMPLING_BATCH_PROMPTS + i, r) for i, r in enumerate(batch) if r["id"] not in done]
+        if not todo:
+            continue
+        slots = {index: plan_slots(job, policies, index) for index, _ in todo}
+        candidates: dict[int, list[dict[str, Any]]] = {index: [] for index, _ in todo}
+        for version in versions:
+            wanted = [(index, r) for index, r in todo for v in slots[index] if v.pk == version.pk]
+            if not wanted:
+                continue
+            version_seed = batch_seed(seed, number, version)
+            samples = samplers[version.pk].sample(
+                [r["prompt"] for _, r in wanted], per_prompt=1, sampling=sampling, seed=version_seed
+            )
+            for (index, _), (sample,) in zip(wanted, samples, strict=True):
+                candidates[index].append(
+                    {
+                        "version": version,
+                        "text": sample.text,
+                        "metadata": {
+                            "policy_version": version.pk,
+                            "policy": version.label,
+                            "round": version.round.number if version.round_id else None,
+                            "sampling_job": job.pk,
+                            "sampling": {**settings, "seed": version_seed, "job_seed": seed},
+                            "tokens": sample.tokens,
+                            "finished": sample.finished,
+                            "kl": sample.kl,
+                            "reference": reference.label if reference is not None else None,
+                            "prompt_truncated": sample.truncated_prompt,
+                        },
+                    }
+                )
+            ctx.check()
+        if scorer is not None:
+            flat = [(r["prompt"], c) for index, r in todo for c in candidates[index]]
+            scores = scorer.score([(prompt, c["text"]) for prompt, c in flat])
+            for (_, c), score in zip(flat, scores, strict=True):
+                c["metadata"]["reward_model"] = job.reward_model.label
+                c["metadata"]["reward_score"] = float(score)
+        counts = tasks_from_samples(job, [(r, candidates[index]) for index, r in todo])
+        for key, value in counts.items():
+            summary[key] += value
+        done.update(r["id"] for _, r in todo)
+        ctx.set(summary=dict(summary), force=True)
+        ctx.log(
+            f"batch {number + 1}/{len(batches)}: {counts['tasks']} tasks, {counts['duplicates']} duplicate texts dropped"
+        )
+        ctx.progress(step=len(done), total=len(records), force=True)
+    with transaction.atomic():
+        ctx.log(f"{summary['tasks']} tasks in {job.target.name}'s queue")
+        ctx.succeed(summary=summary)
+
+
+def sampling_execute(*, job_id: int, worker: str | None = None) -> SamplingJob:
+    """Claim and run one sampling job in this process (``manage.py sample_policies --inline`` too)."""
+    job_execute(kind="sampling", job_id=job_id, worker=worker)
+    return SamplingJob.objects.get(pk=job_id)

@@ -129,3 +129,74 @@ class PolicyVersion(models.Model):
         if self.round_id:
             return f"{self.label} (round {self.round.number}, {self.round.method})"
         return self.label
+
+
+class SamplingMode(models.TextChoices):
+    POOL = "pool", "K responses per prompt from the policies, in turn"
+    HEAD_TO_HEAD = "head_to_head", "One response per policy"
+
+
+class SamplingJob(Job):
+    """Fresh on-policy responses turned into tasks: a job of the shared lifecycle, on the ``gpu`` queue.
+
+    For each prompt it samples from ``policies`` (and one response from ``anchor``, when
+    set), drops identical texts, scores each response with ``reward_model`` and creates one
+    task in ``target`` with ``priority``. Tasks go into the queue batch by batch, so
+    annotators see them arrive while the job runs; a retried attempt skips the prompts whose
+    task is already there. Every response carries its lineage in ``Response.metadata``.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sampling_jobs")
+    target = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    policies = models.ManyToManyField("PolicyVersion", related_name="sampling_jobs")
+    anchor = models.ForeignKey("PolicyVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
+    reward_model = models.ForeignKey(
+        RewardModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    mode = models.CharField(max_length=16, choices=SamplingMode.choices, default=SamplingMode.POOL)
+    responses_per_prompt = models.PositiveSmallIntegerField(default=2)
+    priority = models.IntegerField(default=10)
+    # {"temperature", "top_p", "max_new_tokens", "stop", "seed"}
+    sampling = models.JSONField(default=dict)
+    # {"prompts": "unused" | "project" | "file", "max_prompts": n, "file_name": ...}
+    data = models.JSONField(default=dict, blank=True)
+    # {"prompts", "responses", "duplicates", "tasks", "skipped"}: filled in as it goes.
+    summary = models.JSONField(default=dict, blank=True)
+    # Relative to ARTIFACT_ROOT: sampling/project-<p>/job-<id>; prompts.jsonl inside.
+    output_dir = models.CharField(max_length=512, blank=True)
+
+    class Meta(Job.Meta):
+        indexes = [*Job.Meta.indexes, models.Index(fields=["project", "-id"], name="samplingjob_by_project")]
+        constraints = [
+            *Job.Meta.constraints,
+            models.CheckConstraint(condition=Q(mode__in=SamplingMode.values), name="samplingjob_mode_known"),
+            models.CheckConstraint(
+                condition=Q(responses_per_prompt__gte=2, responses_per_prompt__lte=9),
+                name="samplingjob_k_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"sampling job {self.pk} of {self.project_id} ({self.state})"
+
+
+class SimulatedAnnotator(models.Model):
+    """Marks an account whose judgements a simulation wrote (``rlloop.simulate``), never a person.
+
+    The account is active (it labels through the REST API with a token) but has no usable
+    password, so nobody can log in as it. ``settings`` keeps how it chooses: the gold
+    reward model or function, its temperature, position bias and share of random answers.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="simulated_annotator"
+    )
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    settings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["user_id"]
+
+    def __str__(self) -> str:
+        return f"simulated annotator {self.user_id}"

@@ -34,7 +34,7 @@ from exports.models import ExportSnapshot
 from jobs.lifecycle import job_create
 from jobs.models import JobState
 from rewardmodel.models import RewardModelRun, RewardModelVersion
-from rlloop.models import PolicyRound, PolicyVersion
+from rlloop.models import PolicyRound, PolicyVersion, SamplingJob
 from tests.factories import ProjectFactory, UserFactory, make_task
 from tests.jobkinds.models import CountdownJob
 
@@ -84,6 +84,9 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-rl-rounds": {"get": MANAGER, "post": MANAGER},
     "api-rl-round": {"get": MANAGER},
     "api-rl-round-cancel": {"post": MANAGER},
+    "api-sampling-jobs": {"get": MANAGER, "post": MANAGER},
+    "api-sampling-job": {"get": MANAGER},
+    "api-sampling-job-cancel": {"post": MANAGER},
     "api-jobs": {"get": MANAGER},
     "api-job": {"get": MANAGER},
     "api-job-cancel": {"post": MANAGER},
@@ -207,6 +210,7 @@ def world(db, settings, tmp_path, job_messages) -> World:
         project=project, number=1, model_dir="/models/policy", base_model="/models/policy"
     )
     policy_round = job_create(PolicyRound, project=project, method="sft", number=1, policy=policy)
+    sampling = job_create(SamplingJob, project=project, target=project)
     kwargs = {
         "project_id": project.pk,
         "user_id": people["annotator"].pk,
@@ -222,6 +226,7 @@ def world(db, settings, tmp_path, job_messages) -> World:
     }
     world = World(project, people, kwargs)
     world.kwargs["_countdown"] = countdown.pk
+    world.kwargs["_sampling"] = sampling.pk
     return world
 
 
@@ -232,6 +237,8 @@ def url_of(pattern_route: str, name: str, world: World) -> str:
     kwargs = {key: world.kwargs[key] for key in route_params}
     if name in ("api-job", "api-job-cancel", "job-cancel"):
         kwargs["job_id"] = world.kwargs["_countdown"]
+    if name.startswith("api-sampling-job") and "job_id" in kwargs:
+        kwargs["job_id"] = world.kwargs["_sampling"]
     return reverse(name, kwargs=kwargs)
 
 

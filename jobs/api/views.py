@@ -72,7 +72,7 @@ class KindCancelView(ProjectScopedMixin, APIView):
         if job is None:
             return refusal_response(
                 f"no {self.what} {job_id} in this project",
-                code=f"no_such_{self.what}",
+                code=f"no_such_{self.what.replace(' ', '_')}",
                 field=self.lookup_url_kwarg,
                 status=404,
             )
@@ -94,7 +94,7 @@ def cancel_schema(serializer: Any, what: str) -> Any:
             202: serializer,
             404: OpenApiResponse(
                 ErrorSerializer,
-                description=f"No such {what} in this project (code no_such_{what}); no such project: detail only.",
+                description=f"No such {what} in this project (code no_such_{what.replace(' ', '_')}); no such project: detail only.",
             ),
             409: OpenApiResponse(ErrorSerializer, description="Already finished (code already_finished)."),
         },

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from jobs.api.serializers import JOB_FIELDS, JobSerializer
-from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
+from rlloop.models import PolicyRound, PolicyVersion, RoundMethod, SamplingJob, SamplingMode
 
 
 class GenerationSerializer(serializers.Serializer):
@@ -149,3 +149,71 @@ class RoundCreateSerializer(serializers.Serializer):
         required=False, help_text="max_prompts; SFT: source (consensus_best|demonstrations), response_source."
     )
     config = serializers.DictField(required=False, help_text="Trainer options (rlloop.ppo.PPOConfig / rlloop.sft).")
+
+
+class SamplingJobSerializer(JobSerializer, serializers.ModelSerializer):
+    policies = serializers.SerializerMethodField()
+    anchor = serializers.SerializerMethodField()
+    reward_model = serializers.SerializerMethodField()
+    target = serializers.IntegerField(source="target_id", read_only=True)
+    sampling = serializers.DictField(read_only=True)
+    data = serializers.DictField(read_only=True)
+    summary = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = SamplingJob
+        fields = [
+            *JOB_FIELDS,
+            "policies",
+            "anchor",
+            "reward_model",
+            "target",
+            "mode",
+            "responses_per_prompt",
+            "priority",
+            "sampling",
+            "data",
+            "summary",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField(), help_text="Policy numbers."))
+    def get_policies(self, job: SamplingJob) -> list[int]:
+        return sorted(p.number for p in job.policies.all())
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Policy number of the anchor."))
+    def get_anchor(self, job: SamplingJob) -> int | None:
+        return job.anchor.number if job.anchor_id else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Reward-model version number."))
+    def get_reward_model(self, job: SamplingJob) -> int | None:
+        return job.reward_model.number if job.reward_model_id else None
+
+
+class SamplingCreateSerializer(serializers.Serializer):
+    policies = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), min_length=1, max_length=8, help_text="Policy numbers to sample."
+    )
+    anchor = serializers.IntegerField(
+        required=False, min_value=1, help_text="Number of a policy that answers one slot of every task."
+    )
+    target = serializers.IntegerField(
+        required=False, help_text="Project id the tasks go to (one you manage); default: this project."
+    )
+    mode = serializers.ChoiceField(choices=SamplingMode.choices, default=SamplingMode.POOL)
+    responses_per_prompt = serializers.IntegerField(
+        required=False, help_text="K; default: the target's responses per task (head-to-head: one per policy)."
+    )
+    reward_model = serializers.IntegerField(
+        required=False, min_value=1, help_text="Reward-model version that scores the samples; default: the active one."
+    )
+    prompts = serializers.JSONField(
+        required=False,
+        help_text='"unused" (default: prompts no round trained on), "project" (all), or a list of prompts'
+        " (strings, message lists, or {prompt, id}).",
+    )
+    max_prompts = serializers.IntegerField(required=False, default=200)
+    sampling = serializers.DictField(
+        required=False, help_text="temperature, top_p, max_new_tokens, stop, seed; default: the policy's."
+    )
+    priority = serializers.IntegerField(required=False, default=10, help_text="Higher is served first.")

@@ -6,6 +6,7 @@ from rlloop.api import views
 
 _POLICIES = "projects/<int:project_id>/policies/"
 _ROUNDS = "projects/<int:project_id>/rl-rounds/"
+_SAMPLING = "projects/<int:project_id>/sampling/"
 
 urlpatterns = [
     path(_POLICIES, views.PolicyListView.as_view(), name="api-policies"),
@@ -15,4 +16,7 @@ urlpatterns = [
     path(_ROUNDS, views.RoundListView.as_view(), name="api-rl-rounds"),
     path(f"{_ROUNDS}<int:round_id>/", views.RoundDetailView.as_view(), name="api-rl-round"),
     path(f"{_ROUNDS}<int:round_id>/cancel/", views.RoundCancelView.as_view(), name="api-rl-round-cancel"),
+    path(_SAMPLING, views.SamplingListView.as_view(), name="api-sampling-jobs"),
+    path(f"{_SAMPLING}<int:job_id>/", views.SamplingDetailView.as_view(), name="api-sampling-job"),
+    path(f"{_SAMPLING}<int:job_id>/cancel/", views.SamplingCancelView.as_view(), name="api-sampling-job-cancel"),
 ]

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.models import Project
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import ProjectScopedMixin, RefusalMixin
@@ -24,7 +25,8 @@ from jobs.api.views import KindCancelView, cancel_schema
 from jobs.models import JobTrigger
 from rewardmodel.models import RewardModelVersion
 from rlloop.api import serializers as s
-from rlloop.models import PolicyRound, PolicyVersion
+from rlloop.models import PolicyRound, PolicyVersion, SamplingJob, SamplingMode
+from rlloop.sampling import sampling_job_create
 from rlloop.services import PolicyError, checkpoint_names, policy_register, policy_round_create, policy_set_reference
 
 _ERRORS = {
@@ -195,3 +197,98 @@ class RoundCancelView(KindCancelView):
     model = PolicyRound
     lookup_url_kwarg = "round_id"
     serializer_class = s.RoundSerializer
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+class SamplingScoped(ManagerScoped):
+    def sampling_jobs(self) -> QuerySet[SamplingJob]:
+        if self.is_schema_request():
+            return SamplingJob.objects.none()
+        return (
+            SamplingJob.objects.filter(project=self.project)
+            .select_related("anchor", "reward_model", "created_by")
+            .prefetch_related("policies")
+        )
+
+
+def sampling_create_from_request(view: ManagerScoped, data: dict[str, Any], *, trigger: str) -> SamplingJob:
+    """Resolve the numbers of a create request inside the project, then create the job."""
+    project = view.project
+    policies = [_in_project(PolicyVersion, project, "policies", number=n) for n in data["policies"]]
+    anchor = (
+        _in_project(PolicyVersion, project, "anchor", number=data["anchor"]) if data.get("anchor") is not None else None
+    )
+    reward_model = (
+        _in_project(RewardModelVersion, project, "reward_model", number=data["reward_model"])
+        if data.get("reward_model") is not None
+        else None
+    )
+    target = None
+    if data.get("target") is not None and data["target"] != project.pk:
+        target = Project.objects.managed_by(view.request.user).filter(pk=data["target"]).first()
+        if target is None:
+            raise PolicyError("target", f"no project {data['target']} that you manage")
+    prompts = data.get("prompts", "unused")
+    records = None
+    if isinstance(prompts, list):
+        prompts, records = "file", prompts
+    elif not isinstance(prompts, str):
+        raise PolicyError("prompts", '"unused", "project" or a list of prompts')
+    return sampling_job_create(
+        project=project,
+        policies=policies,
+        target=target,
+        anchor=anchor,
+        mode=data.get("mode") or SamplingMode.POOL,
+        responses_per_prompt=data.get("responses_per_prompt"),
+        reward_model=reward_model,
+        prompts=prompts,
+        prompt_records=records,
+        max_prompts=data.get("max_prompts", 200),
+        sampling=data.get("sampling") or {},
+        priority=data.get("priority", 10),
+        user=view.request.user,
+        trigger=trigger,
+    )
+
+
+class SamplingListView(SamplingScoped, generics.ListCreateAPIView):
+    """Sampling jobs of the project, newest first. POST samples policies into new tasks on the GPU queue (202)."""
+
+    serializer_class = s.SamplingJobSerializer
+
+    def get_queryset(self) -> QuerySet[SamplingJob]:
+        return self.sampling_jobs()
+
+    @extend_schema(request=s.SamplingCreateSerializer, responses={202: s.SamplingJobSerializer, **_ERRORS})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = s.SamplingCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        job = sampling_create_from_request(self, dict(incoming.validated_data), trigger=JobTrigger.API)
+        return Response(
+            s.SamplingJobSerializer(self.sampling_jobs().get(pk=job.pk)).data, status=status.HTTP_202_ACCEPTED
+        )
+
+
+class SamplingDetailView(SamplingScoped, generics.RetrieveAPIView):
+    """One sampling job with its summary (prompts, responses, duplicates dropped, tasks) and log tail."""
+
+    serializer_class = s.SamplingJobSerializer
+
+    def get_object(self) -> SamplingJob:
+        found = self.sampling_jobs().filter(pk=self.kwargs["job_id"]).first()
+        if found is None:
+            raise PolicyError("job_id", f"no sampling job {self.kwargs['job_id']} in this project", code="no_such_sampling_job",
+                              status=404)  # fmt: skip
+        return found
+
+
+@cancel_schema(s.SamplingJobSerializer, "sampling job")
+class SamplingCancelView(KindCancelView):
+    """Cancel a sampling job: a queued one at once, a running one after its current batch (its tasks stay)."""
+
+    model = SamplingJob
+    lookup_url_kwarg = "job_id"
+    serializer_class = s.SamplingJobSerializer
