@@ -19,6 +19,7 @@ COPY annotation ./annotation
 COPY exports ./exports
 COPY rewardmodel ./rewardmodel
 COPY rlloop ./rlloop
+COPY trainio ./trainio
 COPY frontend ./frontend
 COPY manage.py ./
 

@@ -26,11 +26,12 @@ What it does, top to bottom:
    by default (a reward model's scores should not be noisy in training; TRL does the same).
 5. Evaluates on the validation split after each epoch: accuracy, loss, mean margin, expected
    calibration error and accuracy per agreement bucket beside the annotators' own agreement.
-6. Checkpoints every ``checkpoint_every_steps`` optimizer steps and at each epoch end:
-   trainable weights, optimizer state and RNG state in safetensors, the rest in JSON (loading
-   never unpickles), written to a temporary directory and renamed, so a half-written one is
-   never seen. A rerun with the same config resumes from the newest one exactly: the data
-   order is a function of (seed, epoch), and the position, step and RNG state are restored.
+6. Checkpoints (:mod:`trainio.trainstate`, one process: ``rng.safetensors``) every
+   ``checkpoint_every_steps`` optimizer steps and at each epoch end: trainable weights,
+   optimizer state and RNG state in safetensors, the rest in JSON (loading never unpickles),
+   written to a temporary directory and renamed, so a half-written one is never seen. A rerun
+   with the same config resumes from the newest one exactly: the data order is a function of
+   (seed, epoch), and the position, step and RNG state are restored.
 7. At the end, merges LoRA adapters into the weights, shifts the rewards so that validation
    rewards have mean 0 (folded into the head's bias; for a bias-free head, into the bias of
    the final LayerNorm along the head's direction, which shifts every reward by the same
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import inspect
 import json
 import math
@@ -68,10 +68,10 @@ from rewardmodel.data import Formatter, Group, collate, encode_group, read_group
 from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.losses import grouped_loss, pair_metrics
 from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
+from trainio import trainstate
 
 CHECKPOINT_FORMAT = "arpad-rm-checkpoint/1"
 MODEL_FORMAT = "arpad-reward-model/1"
-KEEP_CHECKPOINTS = 2
 # Config fields that may differ between a run and its resumption (they change no arithmetic).
 RESUMABLE_DIFFERENCES = frozenset({"checkpoint_every_steps", "eval_batch_groups", "output_dir", "device"})
 LORA_KEYS = frozenset({"r", "alpha", "dropout", "target_modules"})
@@ -388,47 +388,9 @@ def fold_offset(model: nn.Module, offset: float) -> tuple[str, list[tuple[torch.
 # Checkpoints
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump(obj, out, indent=2, sort_keys=True, allow_nan=False)
-        out.flush()
-        os.fsync(out.fileno())
-
-
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``root``, newest first. Temporary directories are not listed."""
-    found = []
-    if not root.is_dir():
-        return found
-    for path in root.iterdir():
-        if not (path.is_dir() and path.name.startswith("step-")):
-            continue
-        try:
-            state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if state.get("format") == CHECKPOINT_FORMAT and state.get("complete") is True:
-            found.append((int(state["step"]), path))
-    return sorted(found, reverse=True)
+    """Complete reward-model checkpoints under ``root``, newest first. Temporary directories are not listed."""
+    return trainstate.list_checkpoints(root, CHECKPOINT_FORMAT)
 
 
 def save_checkpoint(
@@ -443,97 +405,38 @@ def save_checkpoint(
     config: TrainConfig,
     data_sha256: str,
 ) -> Path:
-    from safetensors.torch import save_file
-
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    weights = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-    save_file(weights, tmp / "model.safetensors")
-    opt = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, state in opt["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    save_file(tensors, tmp / "optimizer.safetensors")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"cuda.{i}"] = s
-    save_file(rng, tmp / "rng.safetensors")
-    version, internal, gauss = random.getstate()
-    _write_json(
-        tmp / "state.json",
-        {
-            "format": CHECKPOINT_FORMAT,
-            "step": step,
+    tmp = trainstate.begin(root, step)
+    trainstate.write_rng(tmp, None)
+    trainstate.write_main(
+        tmp,
+        fmt=CHECKPOINT_FORMAT,
+        step=step,
+        params={name: p for name, p in model.named_parameters() if p.requires_grad},
+        optimizer=optimizer,
+        state={
             "epoch": epoch,
             "window": window,
             "history": history,
             "config": config.to_dict(),
             "data_sha256": data_sha256,
-            "param_groups": opt["param_groups"],
-            "optimizer_scalars": scalars,
-            "python_random": [version, list(internal), gauss],
-            "complete": True,
         },
     )
-    _fsync_dir(tmp)
-    os.rename(tmp, final)  # atomic: readers see no checkpoint or a complete one
-    _fsync_dir(root)
-    for _, old in list_checkpoints(root)[KEEP_CHECKPOINTS:]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):
-        if stale != tmp:
-            shutil.rmtree(stale, ignore_errors=True)
-    return final
+    return trainstate.commit(root, step)
 
 
 def load_checkpoint(
     path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, data_sha256: str
 ) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    saved = state["config"]
-    current = config.to_dict()
-    differing = sorted(
-        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_DIFFERENCES
+    return trainstate.load(
+        path,
+        params={name: p for name, p in model.named_parameters() if p.requires_grad},
+        optimizer=optimizer,
+        rank=None,
+        config=config.to_dict(),
+        resumable_differences=RESUMABLE_DIFFERENCES,
+        data_sha256=data_sha256,
+        data_name="groups.jsonl",
     )
-    if differing:
-        raise ValueError(f"{path} was written with a different config ({', '.join(differing)}); use a new output_dir")
-    if state["data_sha256"] != data_sha256:
-        raise ValueError(f"{path} was written for different data (groups.jsonl changed); use a new output_dir")
-    weights = load_file(path / "model.safetensors")
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != set(params):
-        raise ValueError(f"{path} does not hold this model's trainable weights")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name])
-    tensors = load_file(path / "optimizer.safetensors")
-    per_param: dict[int, dict[str, Any]] = {}
-    for key, value in list(tensors.items()) + list(state["optimizer_scalars"].items()):
-        index, name = key.split(".", 1)
-        per_param.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
-    rng = load_file(path / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
-    if torch.cuda.is_available():
-        cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
-        if cuda:
-            torch.cuda.set_rng_state_all(cuda)
-    version, internal, gauss = state["python_random"]
-    random.setstate((version, tuple(internal), gauss))
-    return state
 
 
 # --------------------------------------------------------------------------------------
@@ -604,7 +507,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     device = resolve_device(config.device)
     amp = autocast_dtype(config.precision, device)
     data_sha256 = (
-        _file_sha256(Path(config.data_dir) / "groups.jsonl")
+        trainstate.file_sha256(Path(config.data_dir) / "groups.jsonl")
         if (Path(config.data_dir) / "groups.jsonl").is_file()
         else ""
     )
@@ -815,7 +718,7 @@ def finalize(
         "pooling": info.get("pooling"),
         "base_model": config.base_model,
     }
-    _write_json(tmp / "reward_model.json", sidecar)
+    trainstate.write_json(tmp / "reward_model.json", sidecar)
     record = {
         "metrics": metrics,
         "history": history,
@@ -823,7 +726,7 @@ def finalize(
         "info": info,
         "config": config.to_dict(),
     }
-    _write_json(tmp / "metrics.json", _json_safe(record))
+    trainstate.write_json(tmp / "metrics.json", _json_safe(record))
     (tmp / "README.md").write_text(
         model_card(config=config, metrics=metrics, history=history, info=info, normalization=normalization),
         encoding="utf-8",

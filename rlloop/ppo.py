@@ -61,7 +61,7 @@ Where this deviates from InstructGPT and the N+ implementation details (Huang et
   policy: with ``top_p < 1`` the samples come from a truncated distribution (TRL does the same);
 - no early stopping on approx-KL.
 
-Checkpoints (:mod:`rlloop.trainstate`): every ``checkpoint_every`` updates and at the end,
+Checkpoints (:mod:`trainio.trainstate`): every ``checkpoint_every`` updates and at the end,
 the trainable weights (LoRA adapters and value head, or every weight), optimizer, every
 process's RNG state, beta and the history; a rerun with the same config resumes exactly.
 The result is ``output_dir/model``: the policy with adapters merged, its tokenizer,
@@ -88,7 +88,6 @@ import torch
 from torch import nn
 
 from rewardmodel.hooks import TrainHooks, TrainingCancelled
-from rlloop import trainstate
 from rlloop.policy import (
     POLICY_SIDECAR,
     Completion,
@@ -102,6 +101,7 @@ from rlloop.policy import (
     seed_everything,
 )
 from rlloop.prompts import read_prompts
+from trainio import trainstate
 
 CHECKPOINT_FORMAT = "arpad-ppo-checkpoint/1"
 POLICY_FORMAT = "arpad-policy/1"
@@ -782,7 +782,7 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
     def save(step: int) -> Path:
         tmp = trainstate.begin(checkpoints, step) if main else None
         accelerator.wait_for_everyone()
-        trainstate.write_rank_rng(trainstate.temporary_dir(checkpoints, step), rank)
+        trainstate.write_rng(trainstate.temporary_dir(checkpoints, step), rank)
         accelerator.wait_for_everyone()
         path = checkpoints / f"step-{step:08d}"
         if main:

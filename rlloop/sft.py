@@ -35,7 +35,7 @@ runs it on any machine; the platform wraps :func:`train`. What it does, top to b
    ``info["initial_eval"]`` and as epoch 0 in the history) and after each epoch:
    ``eval/loss`` (mean NLL per response token), ``eval/perplexity`` and ``eval/token_accuracy``
    (argmax = the response token), reported through ``hooks.on_eval``.
-6. **Checkpoints** (:mod:`rlloop.trainstate`, format ``arpad-sft-checkpoint/1``) every
+6. **Checkpoints** (:mod:`trainio.trainstate`, format ``arpad-sft-checkpoint/1``) every
    ``checkpoint_every_steps`` optimizer steps and at each epoch end: trainable weights,
    optimizer, RNG state, position (epoch, window) and history. A rerun with the same config
    resumes from the newest one exactly; a changed config or changed data is refused.
@@ -72,7 +72,6 @@ from torch.nn import functional
 
 from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.train import epoch_order, lr_factor, make_optimizer
-from rlloop import trainstate
 from rlloop.policy import (
     POLICY_SIDECAR,
     Sampling,
@@ -83,6 +82,7 @@ from rlloop.policy import (
 )
 from rlloop.ppo import apply_lora, check_bounds, check_common, parse_sets
 from rlloop.prompts import check_prompt, read_records
+from trainio import trainstate
 
 CHECKPOINT_FORMAT = "arpad-sft-checkpoint/1"
 POLICY_FORMAT = "arpad-policy/1"
@@ -505,7 +505,7 @@ def train(config: SFTConfig, hooks: TrainHooks | None = None) -> SFTResult:
 
     def checkpoint(epoch: int, window: int) -> Path:
         tmp = trainstate.begin(checkpoints, step)
-        trainstate.write_rank_rng(tmp, 0)
+        trainstate.write_rng(tmp, 0)
         trainstate.write_main(
             tmp,
             fmt=CHECKPOINT_FORMAT,

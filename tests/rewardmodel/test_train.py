@@ -240,6 +240,10 @@ def test_cancel_saves_a_checkpoint_and_a_rerun_ends_bit_identical(
         train(config, StopAt(7))
     assert cancelled.value.step == 7
     assert [step for step, _ in list_checkpoints(tmp_path / "checkpoints")] == [7, 6]
+    # The layout earlier versions wrote, so their checkpoints still resume: one RNG file, no rank in its name.
+    newest = list_checkpoints(tmp_path / "checkpoints")[0][1]
+    files = ["model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+    assert sorted(p.name for p in newest.iterdir()) == files
     hooks = Recorder()
     resumed = train(config, hooks)
     assert resumed.resumed_from_step == 7 and hooks.started["resumed_from_step"] == 7

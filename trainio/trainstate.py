@@ -1,14 +1,19 @@
-"""Checkpoints of a policy trainer (SFT, PPO): complete or absent, never half-written. No Django.
+"""Checkpoints of a trainer: complete or absent, never half-written. No Django.
 
-A checkpoint is a directory ``<root>/step-<NNNNNNNN>`` holding the trainable weights, the
-optimizer state and every process's RNG state in safetensors, and the rest (step, history,
-config, the data's hash, the optimizer's scalars, Python's RNG state) in ``state.json``.
-Loading never unpickles. It is written to a temporary directory and renamed, so a reader
-(a resumed attempt after SIGKILL) sees a complete checkpoint or none. The newest
-``KEEP`` are kept.
+A checkpoint is a directory ``<root>/step-<NNNNNNNN>`` holding the trainable weights
+(``model.safetensors``), the optimizer's tensors (``optimizer.safetensors``) and the RNG state
+of every process (``rng-<rank>.safetensors``; ``rng.safetensors`` for a single-process trainer,
+the reward model's), and the rest in ``state.json``: format, step, the trainer's own state
+(config, the data's hash, position, history, ...), the optimizer's scalars and Python's RNG
+state. Loading never unpickles. It is assembled in ``<root>/.tmp-step-<NNNNNNNN>`` and renamed
+into place, so a reader (a resumed attempt after SIGKILL) sees a complete checkpoint or none;
+only ``state.json`` with ``"complete": true`` and the trainer's format string counts. The
+newest ``KEEP`` are kept.
 
-The same habits as ``rewardmodel.train``'s checkpoints; the format differs (several
-processes, a trainer-specific state), so the format string names the trainer.
+Writing one: :func:`begin` (main process), :func:`write_rng` (every process),
+:func:`write_main` (main process), :func:`commit` (main process). The format strings
+(``arpad-rm-checkpoint/1``, ``arpad-sft-checkpoint/1``, ``arpad-ppo-checkpoint/1``) name the
+trainer, so one trainer never resumes from another's checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ KEEP = 2
 
 
 def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file: what identifies a run's data, so a resumed run knows it is the same."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -35,6 +41,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (best effort: skipped where a directory cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -46,6 +53,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON and fsync it; NaN or infinity is an error, not invalid JSON."""
     with open(path, "w", encoding="utf-8") as out:
         json.dump(obj, out, indent=2, sort_keys=True, allow_nan=False)
         out.flush()
@@ -100,11 +108,16 @@ def begin(root: Path, step: int) -> Path:
     return tmp
 
 
-def write_rank_rng(tmp: Path, rank: int) -> None:
+def rng_file(rank: int | None) -> str:
+    """The RNG file of process ``rank``; None: the one process of a single-process trainer."""
+    return "rng.safetensors" if rank is None else f"rng-{rank}.safetensors"
+
+
+def write_rng(tmp: Path, rank: int | None) -> None:
     """Every process saves its own RNG state (each samples its own rollouts)."""
     from safetensors.torch import save_file
 
-    save_file(rng_state(), tmp / f"rng-{rank}.safetensors")
+    save_file(rng_state(), tmp / rng_file(rank))
 
 
 def write_main(
@@ -166,12 +179,17 @@ def load(
     *,
     params: dict[str, torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
-    rank: int,
+    rank: int | None,
     config: dict[str, Any],
     resumable_differences: frozenset[str],
     data_sha256: str,
+    data_name: str | None = None,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, this process's RNG and Python's RNG; the JSON state is returned."""
+    """Restore weights, optimizer, this process's RNG and Python's RNG; the JSON state is returned.
+
+    A checkpoint written with another config (but for ``resumable_differences``) or for other
+    data (``data_sha256``; ``data_name``, when given, says which file changed) is refused.
+    """
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
@@ -182,7 +200,8 @@ def load(
     if differing:
         raise ValueError(f"{path} was written with a different config ({', '.join(differing)}); use a new output_dir")
     if state["data_sha256"] != data_sha256:
-        raise ValueError(f"{path} was written for different data; use a new output_dir")
+        changed = f" ({data_name} changed)" if data_name else ""
+        raise ValueError(f"{path} was written for different data{changed}; use a new output_dir")
     weights = load_file(path / "model.safetensors")
     if set(weights) != set(params):
         raise ValueError(f"{path} does not hold this model's trainable weights")
@@ -195,10 +214,10 @@ def load(
         index, name = key.split(".", 1)
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
-    rng_file = path / f"rng-{rank}.safetensors"
-    if not rng_file.is_file():
+    rng = path / rng_file(rank)
+    if not rng.is_file():
         raise ValueError(f"{path} has no RNG state for process {rank}; resume with the same number of processes")
-    set_rng_state(load_file(rng_file))
+    set_rng_state(load_file(rng))
     version, internal, gauss = state["python_random"]
     random.setstate((version, tuple(internal), gauss))
     return state
