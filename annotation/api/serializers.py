@@ -124,14 +124,20 @@ class MembershipSerializer(serializers.ModelSerializer):
     imported = serializers.SerializerMethodField(
         help_text="An import account: it holds judgements an import wrote for a file's labeler, and cannot log in."
     )
+    simulated = serializers.SerializerMethodField(
+        help_text="A simulated annotator (rlloop.simulate): its judgements come from a model, and it cannot log in."
+    )
 
     class Meta:
         model = Membership
-        fields = ["user_id", "username", "imported", "role", "created_at"]
+        fields = ["user_id", "username", "imported", "simulated", "role", "created_at"]
         read_only_fields = ["created_at"]
 
     def get_imported(self, membership: Membership) -> bool:
         return hasattr(membership.user, "imported_account")
+
+    def get_simulated(self, membership: Membership) -> bool:
+        return hasattr(membership.user, "simulated_annotator")
 
 
 class MembershipCreateSerializer(serializers.Serializer):

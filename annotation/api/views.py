@@ -219,7 +219,9 @@ class MemberListView(ProjectRulesMixin, ProjectScopedMixin, generics.ListCreateA
     def get_queryset(self) -> QuerySet[Membership]:
         if self.is_schema_request():
             return Membership.objects.none()
-        return Membership.objects.filter(project=self.project).select_related("user", "user__imported_account")
+        return Membership.objects.filter(project=self.project).select_related(
+            "user", "user__imported_account", "user__simulated_annotator"
+        )
 
     @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
