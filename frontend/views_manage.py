@@ -132,7 +132,7 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
             return redirect("project-members", project_id=project.pk)
     members = (
         Membership.objects.filter(project=project)
-        .select_related("user", "user__imported_account")
+        .select_related("user", "user__imported_account", "user__simulated_annotator")
         .order_by("role", "user__username")
     )
     return _page(request, "members.html", project, "members", members=members, add_form=add_form, roles=Role.choices)

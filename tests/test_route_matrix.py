@@ -85,6 +85,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-rl-round": {"get": MANAGER},
     "api-rl-round-cancel": {"post": MANAGER},
     "api-sampling-jobs": {"get": MANAGER, "post": MANAGER},
+    "api-leaderboard": {"get": MANAGER},
+    "api-proxy-vs-human": {"get": MANAGER},
     "api-sampling-job": {"get": MANAGER},
     "api-sampling-job-cancel": {"post": MANAGER},
     "api-jobs": {"get": MANAGER},

@@ -217,3 +217,73 @@ class SamplingCreateSerializer(serializers.Serializer):
         required=False, help_text="temperature, top_p, max_new_tokens, stop, seed; default: the policy's."
     )
     priority = serializers.IntegerField(required=False, default=10, help_text="Higher is served first.")
+
+
+class LeaderboardPolicySerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    label = serializers.CharField()
+    is_reference = serializers.BooleanField()
+    round = serializers.IntegerField(allow_null=True)
+
+
+class LeaderboardRowSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The response source.")
+    theta = serializers.FloatField(help_text="Bradley–Terry log-strength.")
+    rating = serializers.FloatField(help_text="1000 + 400/ln 10 · θ.")
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    elo = serializers.FloatField(help_text="Online Elo after every vote, in order.")
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    ties = serializers.IntegerField()
+    votes = serializers.IntegerField()
+    policy = LeaderboardPolicySerializer(allow_null=True)
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    rows = LeaderboardRowSerializer(many=True, help_text="Best first.")
+    names = serializers.ListField(child=serializers.CharField(), help_text="Order of the matrices.")
+    win_rate = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        help_text="win_rate[i][j]: share of votes i won against j, ties as half; null without votes.",
+    )
+    counts = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    anchor = serializers.CharField(allow_null=True, help_text="The source held at rating 1000, if any.")
+    level = serializers.FloatField()
+    rounds = serializers.IntegerField()
+    votes = serializers.IntegerField()
+    skipped_same_source = serializers.IntegerField()
+    k = serializers.FloatField()
+    who = serializers.CharField()
+
+
+class WinRateSerializer(serializers.Serializer):
+    rate = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField(allow_null=True)
+    high = serializers.FloatField(allow_null=True)
+    votes = serializers.IntegerField()
+
+
+class ProxyPointSerializer(serializers.Serializer):
+    policy = serializers.IntegerField()
+    label = serializers.CharField()
+    source = serializers.CharField()
+    is_reference = serializers.BooleanField()
+    round = serializers.IntegerField(allow_null=True)
+    samples = serializers.IntegerField()
+    reward_models = serializers.ListField(child=serializers.CharField())
+    score = serializers.FloatField(allow_null=True, help_text="Mean reward-model score of its sampled responses.")
+    kl = serializers.FloatField(allow_null=True, help_text="Mean KL from the reference (nats per response).")
+    length = serializers.FloatField(allow_null=True, help_text="Mean response length in tokens.")
+    length_correlation = serializers.FloatField(allow_null=True)
+    length_slope = serializers.FloatField(allow_null=True, help_text="Score per token.")
+    win_rate = WinRateSerializer(allow_null=True, help_text="Human win rate against the reference.")
+    score_gain = serializers.FloatField(allow_null=True)
+    gain_explained_by_length = serializers.FloatField(allow_null=True)
+
+
+class ProxyVsHumanSerializer(serializers.Serializer):
+    reference = serializers.IntegerField(allow_null=True)
+    level = serializers.FloatField()
+    who = serializers.CharField()
+    policies = ProxyPointSerializer(many=True)

@@ -19,4 +19,10 @@ urlpatterns = [
     path(_SAMPLING, views.SamplingListView.as_view(), name="api-sampling-jobs"),
     path(f"{_SAMPLING}<int:job_id>/", views.SamplingDetailView.as_view(), name="api-sampling-job"),
     path(f"{_SAMPLING}<int:job_id>/cancel/", views.SamplingCancelView.as_view(), name="api-sampling-job-cancel"),
+    path("projects/<int:project_id>/leaderboard/", views.LeaderboardView.as_view(), name="api-leaderboard"),
+    path(
+        "projects/<int:project_id>/leaderboard/proxy-vs-human/",
+        views.ProxyVsHumanView.as_view(),
+        name="api-proxy-vs-human",
+    ),
 ]

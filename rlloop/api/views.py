@@ -28,6 +28,7 @@ from rlloop.api import serializers as s
 from rlloop.models import PolicyRound, PolicyVersion, SamplingJob, SamplingMode
 from rlloop.sampling import sampling_job_create
 from rlloop.services import PolicyError, checkpoint_names, policy_register, policy_round_create, policy_set_reference
+from rlloop.standings import WHO, project_leaderboard, proxy_vs_human
 
 _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request, with the field at fault."),
@@ -292,3 +293,57 @@ class SamplingCancelView(KindCancelView):
     model = SamplingJob
     lookup_url_kwarg = "job_id"
     serializer_class = s.SamplingJobSerializer
+
+
+# --- leaderboard ------------------------------------------------------------------------------
+
+
+def _query_number(request: Request, name: str, default: float, low: float, high: float, *, integer: bool) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise PolicyError(name, f"must be {kind} in [{low:g}, {high:g}]")
+    return value
+
+
+def leaderboard_options(request: Request) -> dict[str, Any]:
+    who = request.query_params.get("who") or "all"
+    if who not in WHO:
+        raise PolicyError("who", f"must be one of {', '.join(WHO)}")
+    return {
+        "rounds": _query_number(request, "rounds", 1000, 0, 5000, integer=True),
+        "level": _query_number(request, "level", 0.95, 0.5, 0.999, integer=False),
+        "who": who,
+    }
+
+
+class LeaderboardView(ManagerScoped, APIView):
+    """Bradley–Terry ratings of every response source (policies, imported models, humans) from the pair votes.
+
+    Ties count as half wins; intervals are percentile bootstrap intervals over prompts
+    (``rounds`` resamples, ``level``); ratings are on the Elo scale (1000 + 400/ln 10 · θ),
+    the reference policy at 1000 when it has votes. Online Elo (``k``) in vote order, the
+    win-rate matrix and the votes behind each cell come with it. ``who``: all, people or
+    simulated annotators.
+    """
+
+    @extend_schema(responses={200: s.LeaderboardSerializer, **_ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        options = leaderboard_options(request)
+        k = _query_number(request, "k", 32, 1, 400, integer=False)
+        return Response(project_leaderboard(self.project, k=k, **options))
+
+
+class ProxyVsHumanView(ManagerScoped, APIView):
+    """Per policy version: mean reward-model score and KL of its sampled responses beside its human win rate
+    against the reference (with interval), and the length diagnostic (score vs length, share of the gain)."""
+
+    @extend_schema(responses={200: s.ProxyVsHumanSerializer, **_ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(proxy_vs_human(self.project, **leaderboard_options(request)))
