@@ -48,7 +48,6 @@ Metric names: steps report ``loss``, ``accuracy``, ``margin`` (mean r_chosen - r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import json
 import math
@@ -69,16 +68,26 @@ from rewardmodel.hooks import TrainHooks, TrainingCancelled
 from rewardmodel.losses import grouped_loss, pair_metrics
 from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
 from trainio import trainstate
+from trainio.config import (
+    TrainerConfig,
+    check_bounds,
+    check_device,
+    check_flags,
+    check_lora,
+    check_paths,
+    check_precision,
+    is_number,
+    refuse,
+)
 
 CHECKPOINT_FORMAT = "arpad-rm-checkpoint/1"
 MODEL_FORMAT = "arpad-reward-model/1"
 # Config fields that may differ between a run and its resumption (they change no arithmetic).
 RESUMABLE_DIFFERENCES = frozenset({"checkpoint_every_steps", "eval_batch_groups", "output_dir", "device"})
-LORA_KEYS = frozenset({"r", "alpha", "dropout", "target_modules"})
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainerConfig):
     base_model: str
     """Hugging Face checkpoint directory of the base (any model AutoModelForSequenceClassification loads)."""
     data_dir: str
@@ -126,79 +135,19 @@ class TrainConfig:
     disable_dropout: bool = True
     """Turn every dropout of the base off while training."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        if not isinstance(d, dict):
-            raise ValueError("a training config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-        missing = sorted(
-            f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in d
-        )
-        if missing:
-            raise ValueError(f"missing training option(s): {', '.join(missing)}")
-        config = cls(**d)
-        config.validate()
-        return config
+    OPTIONS = "training"
 
     def validate(self) -> None:
         """Raise ValueError naming every bad field; nothing else happens."""
-        problems = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        for name in ("base_model", "data_dir", "output_dir"):
-            check(isinstance(getattr(self, name), str) and bool(getattr(self, name)), f"{name} must be a path")
-        for name, (low, high) in OPTION_BOUNDS.items():
-            value = getattr(self, name)
-            if name == "max_train_groups" and value is None:
-                continue
-            integral = isinstance(low, int) and isinstance(high, int)
-            if integral:
-                check(is_int(value) and low <= value <= high, f"{name} must be an integer in [{low}, {high}]")
-            else:
-                check(is_num(value) and low <= value <= high, f"{name} must be a number in [{low:g}, {high:g}]")
-        check(isinstance(self.margin, bool), "margin must be true or false")
-        check(isinstance(self.soft_labels, bool), "soft_labels must be true or false")
-        check(isinstance(self.disable_dropout, bool), "disable_dropout must be true or false")
-        check(is_num(self.margin_scale) and self.margin_scale >= 0, "margin_scale must be >= 0")
-        check(self.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16")
-        check(
-            isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
-            "device must be auto, cpu or cuda[:N]",
-        )
-        if self.lora is not None:
-            if not isinstance(self.lora, dict):
-                problems.append("lora must be an object or null")
-            else:
-                unknown = sorted(set(self.lora) - LORA_KEYS)
-                check(not unknown, f"unknown lora option(s): {', '.join(unknown)}")
-                rank = self.lora.get("r", 8)
-                low, high = LORA_RANK_BOUNDS
-                check(is_int(rank) and low <= rank <= high, f"lora.r must be an integer in [{low}, {high}]")
-                check(is_num(self.lora.get("alpha", 16)) and self.lora.get("alpha", 16) > 0, "lora.alpha must be > 0")
-                dropout = self.lora.get("dropout", 0.0)
-                check(is_num(dropout) and 0 <= dropout < 1, "lora.dropout must be in [0, 1)")
-                targets = self.lora.get("target_modules")
-                check(
-                    targets is None or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)),
-                    "lora.target_modules must be a list of module names or null",
-                )
-        if problems:
-            raise ValueError("; ".join(problems))
+        problems = check_paths(self, ("base_model", "data_dir", "output_dir"))
+        problems += check_bounds(self, OPTION_BOUNDS, optional={"max_train_groups"})
+        problems += check_flags(self, ("margin", "soft_labels", "disable_dropout"))
+        if not (is_number(self.margin_scale) and self.margin_scale >= 0):
+            problems.append("margin_scale must be >= 0")
+        problems += check_precision(self.precision)
+        problems += check_device(self.device, indexed=True)
+        problems += check_lora(self.lora, rank_bounds=LORA_RANK_BOUNDS)
+        refuse(problems)
 
 
 @dataclass

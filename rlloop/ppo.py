@@ -73,7 +73,6 @@ per-process float64 checksums in ``weights_checksums``; null under FSDP or ZeRO-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import math
@@ -102,11 +101,21 @@ from rlloop.policy import (
 )
 from rlloop.prompts import read_prompts
 from trainio import trainstate
+from trainio.config import (
+    TrainerConfig,
+    check_bounds,
+    check_device,
+    check_flags,
+    check_lora,
+    check_paths,
+    check_precision,
+    refuse,
+)
 
 CHECKPOINT_FORMAT = "arpad-ppo-checkpoint/1"
 POLICY_FORMAT = "arpad-policy/1"
 RESUMABLE_DIFFERENCES = frozenset({"checkpoint_every", "output_dir", "device", "sample_every", "reward_batch_size"})
-LORA_KEYS = frozenset({"r", "alpha", "dropout", "target_modules"})
+LORA_RANK_BOUNDS = (1, 256)
 
 # name: (low, high); ints where both bounds are ints.
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -139,7 +148,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(TrainerConfig):
     policy: str
     """Checkpoint directory of the policy to train (a causal LM with a fast tokenizer)."""
     prompts: str
@@ -204,27 +213,7 @@ class PPOConfig:
     samples_shown: int = 4
     reward_batch_size: int = 16
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
-        if not isinstance(d, dict):
-            raise ValueError("a PPO config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PPO option(s): {', '.join(unknown)}")
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in d
-        )
-        if missing:
-            raise ValueError(f"missing PPO option(s): {', '.join(missing)}")
-        config = cls(**d)
-        config.validate()
-        return config
+    OPTIONS = "PPO"
 
     def sampling(self) -> Sampling:
         return Sampling(self.max_new_tokens, self.temperature, self.top_p, tuple(self.stop))
@@ -232,9 +221,7 @@ class PPOConfig:
     def validate(self) -> None:
         """Raise ValueError naming every bad field."""
         problems = check_bounds(self, BOUNDS, optional={"missing_eos_penalty"})
-        for name in ("policy", "prompts", "output_dir"):
-            if not (isinstance(getattr(self, name), str) and getattr(self, name)):
-                problems.append(f"{name} must be a path")
+        problems += check_paths(self, ("policy", "prompts", "output_dir"))
         if (self.reward_model is None) == (self.reward_function is None):
             problems.append("give exactly one of reward_model and reward_function")
         if self.lr_schedule not in ("linear", "constant"):
@@ -245,9 +232,7 @@ class PPOConfig:
             problems.append("value_init must be policy, reward_model or shared")
         if self.value_init == "reward_model" and self.reward_model is None:
             problems.append("value_init reward_model needs a reward_model")
-        for name in ("adaptive_kl", "length_normalize"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name} must be true or false")
+        problems += check_flags(self, ("adaptive_kl", "length_normalize"))
         if isinstance(self.minibatch_size, int) and isinstance(self.rollouts_per_update, int):
             if self.minibatch_size > self.rollouts_per_update:
                 problems.append("minibatch_size must not exceed rollouts_per_update")
@@ -255,59 +240,10 @@ class PPOConfig:
             isinstance(self.stop, list) and len(self.stop) <= 8 and all(isinstance(s, str) and s for s in self.stop)
         ):
             problems.append("stop must be a list of at most 8 non-empty strings")
-        problems += check_common(self.precision, self.device, self.lora)
-        if problems:
-            raise ValueError("; ".join(problems))
-
-
-def check_bounds(config: Any, bounds: dict[str, tuple[float, float]], optional: set[str] = frozenset()) -> list[str]:
-    problems = []
-    for name, (low, high) in bounds.items():
-        value = getattr(config, name)
-        if name in optional and value is None:
-            continue
-        if isinstance(low, int) and isinstance(high, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-            if not ok:
-                problems.append(f"{name} must be an integer in [{low}, {high}]")
-        else:
-            ok = (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and low <= value <= high
-            )
-            if not ok:
-                problems.append(f"{name} must be a number in [{low:g}, {high:g}]")
-    return problems
-
-
-def check_common(precision: Any, device: Any, lora: Any) -> list[str]:
-    problems = []
-    if precision not in ("auto", "fp32", "bf16"):
-        problems.append("precision must be auto, fp32 or bf16")
-    if device not in ("auto", "cpu", "cuda"):
-        problems.append("device must be auto, cpu or cuda")
-    if lora is not None:
-        if not isinstance(lora, dict):
-            problems.append("lora must be an object or null")
-        else:
-            unknown = sorted(set(lora) - LORA_KEYS)
-            if unknown:
-                problems.append(f"unknown lora option(s): {', '.join(unknown)}")
-            rank = lora.get("r", 8)
-            if not (isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 256):
-                problems.append("lora.r must be an integer in [1, 256]")
-            alpha = lora.get("alpha", 16)
-            if not (isinstance(alpha, int | float) and not isinstance(alpha, bool) and alpha > 0):
-                problems.append("lora.alpha must be > 0")
-            dropout = lora.get("dropout", 0.0)
-            if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
-                problems.append("lora.dropout must be in [0, 1)")
-            targets = lora.get("target_modules")
-            if not (targets is None or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
-                problems.append("lora.target_modules must be a list of module names or null")
-    return problems
+        problems += check_precision(self.precision)
+        problems += check_device(self.device)
+        problems += check_lora(self.lora, rank_bounds=LORA_RANK_BOUNDS)
+        refuse(problems)
 
 
 # --------------------------------------------------------------------------------------

@@ -80,9 +80,19 @@ from rlloop.policy import (
     read_sidecar,
     seed_everything,
 )
-from rlloop.ppo import apply_lora, check_bounds, check_common, parse_sets
+from rlloop.ppo import LORA_RANK_BOUNDS, apply_lora, parse_sets
 from rlloop.prompts import check_prompt, read_records
 from trainio import trainstate
+from trainio.config import (
+    TrainerConfig,
+    check_bounds,
+    check_device,
+    check_flags,
+    check_lora,
+    check_paths,
+    check_precision,
+    refuse,
+)
 
 CHECKPOINT_FORMAT = "arpad-sft-checkpoint/1"
 POLICY_FORMAT = "arpad-policy/1"
@@ -110,7 +120,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainerConfig):
     policy: str
     """Checkpoint directory of the policy to fine-tune (a causal LM with a fast tokenizer)."""
     data: str
@@ -151,41 +161,20 @@ class SFTConfig:
     eval_at_start: bool = True
     """Evaluate once before the first step (the baseline the epochs are compared with)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SFTConfig:
-        if not isinstance(d, dict):
-            raise ValueError("an SFT config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SFT option(s): {', '.join(unknown)}")
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in d
-        )
-        if missing:
-            raise ValueError(f"missing SFT option(s): {', '.join(missing)}")
-        config = cls(**d)
-        config.validate()
-        return config
+    OPTIONS = "SFT"
+    ARTICLE = "an"
 
     def validate(self) -> None:
         """Raise ValueError naming every bad field."""
         problems = check_bounds(self, BOUNDS, optional={"max_examples"})
-        for name in ("policy", "data", "output_dir"):
-            if not (isinstance(getattr(self, name), str) and getattr(self, name)):
-                problems.append(f"{name} must be a path")
+        problems += check_paths(self, ("policy", "data", "output_dir"))
         if self.source not in SOURCES:
             problems.append(f"source must be one of {', '.join(SOURCES)}")
-        if not isinstance(self.eval_at_start, bool):
-            problems.append("eval_at_start must be true or false")
-        problems += check_common(self.precision, self.device, self.lora)
-        if problems:
-            raise ValueError("; ".join(problems))
+        problems += check_flags(self, ("eval_at_start",))
+        problems += check_precision(self.precision)
+        problems += check_device(self.device)
+        problems += check_lora(self.lora, rank_bounds=LORA_RANK_BOUNDS)
+        refuse(problems)
 
 
 @dataclass

@@ -91,7 +91,7 @@ def test_cli_refuses_bad_options_with_a_clear_message(tmp_path) -> None:
 
 def test_the_training_code_imports_neither_django_nor_celery() -> None:
     check = (
-        "import sys, rewardmodel.train, rewardmodel.scoring, rewardmodel.data, rewardmodel.losses, trainio.trainstate;"
+        "import sys, rewardmodel.train, rewardmodel.scoring, rewardmodel.data, rewardmodel.losses, trainio.trainstate, trainio.config;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'celery', 'rest_framework'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
