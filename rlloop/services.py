@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from annotation.models import Project, Prompt, Response
+from arpad.errors import ServiceError
 from exports.models import ExportSnapshot, ExportState
 from jobs.lifecycle import JobAlreadyFinished, job_cancel, job_create, job_send, json_safe
 from jobs.models import JobTrigger
@@ -40,15 +41,8 @@ GENERATION_DEFAULTS = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 256, 
 SFT_SOURCES = ("consensus_best", "demonstrations")
 
 
-class PolicyError(Exception):
-    """A refused request: ``field`` names what is wrong, ``status`` is the HTTP answer."""
-
-    def __init__(self, field: str | None, message: str, *, code: str = "invalid", status: int = 400) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
-        self.code = code
-        self.status = status
+class PolicyError(ServiceError):
+    """A refused policy, round or sampling request (see :class:`arpad.errors.ServiceError`)."""
 
 
 # --- policies -------------------------------------------------------------------------------

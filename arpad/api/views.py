@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from annotation.models import Project
 from arpad.api.permissions import project_for_caller
+from arpad.errors import ServiceError
 
 
 class ProjectScopedMixin:
@@ -52,10 +53,11 @@ class RefusalMixin:
     """Answers the services' refusals, the exception classes in ``refusals``, with ``refusal_response``.
 
     A refusal carries ``message``, ``code``, ``field`` and ``status``, as
-    ``annotation.services.QueueError`` and ``rewardmodel.services.RewardModelError`` do.
+    :class:`arpad.errors.ServiceError` (``RewardModelError``, ``PolicyError``) and
+    ``annotation.services.QueueError`` do; by default the views answer every ``ServiceError``.
     """
 
-    refusals: tuple[type[Exception], ...] = ()
+    refusals: tuple[type[Exception], ...] = (ServiceError,)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, self.refusals):

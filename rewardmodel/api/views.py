@@ -48,13 +48,7 @@ _ERRORS = {
 }
 
 
-class ServiceErrorMixin(RefusalMixin):
-    """Answers a :class:`RewardModelError` as ``{detail, code, field}`` with its status."""
-
-    refusals = (RewardModelError,)
-
-
-class ManagerScoped(ServiceErrorMixin, ProjectScopedMixin):
+class ManagerScoped(RefusalMixin, ProjectScopedMixin):
     permission_classes = [IsAuthenticated, IsProjectManager]
 
     def runs(self) -> QuerySet[RewardModelRun]:

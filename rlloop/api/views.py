@@ -43,7 +43,6 @@ _ERRORS = {
 
 class ManagerScoped(RefusalMixin, ProjectScopedMixin):
     permission_classes = [IsAuthenticated, IsProjectManager]
-    refusals = (PolicyError,)
 
     def policies(self) -> QuerySet[PolicyVersion]:
         if self.is_schema_request():
