@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from frontend import views_loop
 from frontend import views_rlloop as views
 
 urlpatterns = [
@@ -13,4 +14,5 @@ urlpatterns = [
         name="policy-reference",
     ),
     path("projects/<int:project_id>/policies/rounds/<int:round_id>/", views.policy_round_view, name="policy-round"),
+    path("projects/<int:project_id>/loop/", views_loop.loop_page, name="loop"),
 ]

@@ -120,6 +120,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "policy-register": {"post": MANAGER},
     "policy-reference": {"post": MANAGER},
     "policy-round": {"get": MANAGER},
+    "loop": {"get": MANAGER, "post": MANAGER},
     "project-jobs": {"get": MANAGER},
     "job-cancel": {"post": MANAGER},
 }

@@ -1,0 +1,126 @@
+// The Loop page (frontend/templates/frontend/rlloop/loop.html): the leaderboard's interval
+// bars, the win-rate heatmap, and the proxy-vs-human charts. Data comes from the
+// "loop-data" json_script block; texts go in through textContent; positions through the
+// CSSOM (no inline style attributes under the CSP). Charts are plot.js's.
+
+import { heatmap, lineChart } from "./plot.js";
+
+document.documentElement.classList.add("js");
+
+function pageData(id) {
+  const el = document.getElementById(id);
+  return el ? JSON.parse(el.textContent) : null;
+}
+
+function finite(v) {
+  return typeof v === "number" && Number.isFinite(v);
+}
+
+// Each interval cell becomes a bar on one scale shared by the whole column, the estimate a tick.
+function drawIntervals() {
+  const cells = [...document.querySelectorAll("#leaderboard .interval")];
+  const spans = cells.map((c) => [Number(c.dataset.low), Number(c.dataset.high), Number(c.dataset.value)]);
+  const all = spans.flat().filter(Number.isFinite);
+  if (!all.length) return;
+  let lo = Math.min(...all);
+  let hi = Math.max(...all);
+  const pad = (hi - lo) * 0.05 || 10;
+  lo -= pad;
+  hi += pad;
+  const at = (v) => `${((v - lo) / (hi - lo)) * 100}%`;
+  cells.forEach((cell, i) => {
+    const [low, high, value] = spans[i];
+    const text = cell.textContent;
+    cell.textContent = "";
+    cell.classList.add("drawn");
+    const track = document.createElement("span");
+    track.className = "interval-track";
+    track.setAttribute("aria-hidden", "true");
+    const bar = document.createElement("span");
+    bar.className = "interval-bar";
+    bar.style.left = at(low);
+    bar.style.width = `calc(${at(high)} - ${at(low)})`;
+    const tick = document.createElement("span");
+    tick.className = "interval-tick";
+    tick.style.left = at(value);
+    track.append(bar, tick);
+    const label = document.createElement("span");
+    label.className = "interval-text";
+    label.textContent = text;
+    cell.append(track, label);
+  });
+}
+
+function drawMatrix(board) {
+  const container = document.getElementById("win-matrix");
+  if (!container || !board.names.length) return;
+  const labels = board.names.map((name) => {
+    const row = board.rows.find((r) => r.name === name);
+    return row && row.policy ? row.policy.label : name;
+  });
+  heatmap(container, {
+    labels,
+    matrix: board.win_rate,
+    min: 0,
+    max: 1,
+    valueLabel: "win rate",
+    format: (v) => v.toFixed(2),
+    notes: board.counts.map((line) => line.map((n) => `${n} vote${n === 1 ? "" : "s"}`)),
+    title: "Win rate of each source (row) against each other source (column)",
+  });
+}
+
+function span(values) {
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  const pad = (hi - lo) * 0.15 || Math.abs(hi) * 0.2 || 1;
+  return [lo - pad, hi + pad];
+}
+
+function drawProxy(proxy) {
+  const points = proxy.policies.filter((p) => finite(p.kl) && finite(p.score));
+  const scoreBox = document.getElementById("proxy-chart");
+  if (scoreBox && points.length) {
+    const [xMin, xMax] = span(points.map((p) => p.kl));
+    const [yMin, yMax] = span(points.map((p) => p.score));
+    lineChart(scoreBox, {
+      series: [{ name: "mean reward-model score", points: points.map((p) => [p.kl, p.score]), labels: points.map((p) => p.label) }],
+      xLabel: "KL from the reference (nats per response)",
+      yLabel: "mean score (proxy)",
+      title: "Reward-model score of each policy's samples against their KL",
+      xMin: Math.max(0, xMin), xMax, yMin, yMax,
+      height: 280,
+      legend: false,
+    });
+  }
+  const judged = proxy.policies.filter((p) => finite(p.kl) && p.win_rate && finite(p.win_rate.rate));
+  const humanBox = document.getElementById("human-chart");
+  if (humanBox && judged.length) {
+    const xs = judged.map((p) => p.kl);
+    const [xMin, xMax] = span(xs);
+    const series = [
+      { name: "win rate vs reference", points: judged.map((p) => [p.kl, p.win_rate.rate]), labels: judged.map((p) => p.label), line: judged.length > 1 },
+    ];
+    const withInterval = judged.filter((p) => finite(p.win_rate.low));
+    if (withInterval.length) {
+      series.push({ name: "interval low", points: withInterval.map((p) => [p.kl, p.win_rate.low]), dashed: true, line: withInterval.length > 1 });
+      series.push({ name: "interval high", points: withInterval.map((p) => [p.kl, p.win_rate.high]), dashed: true, line: withInterval.length > 1 });
+    }
+    lineChart(humanBox, {
+      series,
+      xLabel: "KL from the reference (nats per response)",
+      yLabel: "human win rate",
+      title: "How often annotators preferred each policy to the reference",
+      xMin: Math.max(0, xMin), xMax, yMin: 0, yMax: 1,
+      height: 280,
+      legend: true,
+    });
+  }
+}
+
+const data = pageData("loop-data");
+if (data) {
+  drawIntervals();
+  drawMatrix(data.leaderboard);
+  drawProxy(data.proxy);
+}
