@@ -93,7 +93,12 @@ function drawProxy(proxy) {
       legend: false,
     });
   }
-  const judged = proxy.policies.filter((p) => finite(p.kl) && p.win_rate && finite(p.win_rate.rate));
+  // The reference against itself is even by definition: it anchors the curve at its own KL.
+  const judged = proxy.policies
+    .filter((p) => finite(p.kl) && ((p.win_rate && finite(p.win_rate.rate)) || p.is_reference))
+    .map((p) => (p.is_reference ? { ...p, win_rate: { rate: 0.5, low: null, high: null } } : p))
+    .sort((a, b) => a.kl - b.kl);
+  if (!judged.some((p) => !p.is_reference)) judged.length = 0;
   const humanBox = document.getElementById("human-chart");
   if (humanBox && judged.length) {
     const xs = judged.map((p) => p.kl);
