@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from annotation.models import Membership, Project, Role
 from tests.conftest import REPO_ROOT
+from tests.factories import ProjectFactory, UserFactory
 
 # Playwright's sync API runs an event loop in this thread; Django then refuses ORM calls
 # from it unless told that this is deliberate (the test's ORM calls do not overlap the loop).
@@ -119,6 +122,23 @@ class UI:
         self.page.keyboard.press("Enter")
         self.page.wait_for_url(self.url("/"))
 
+    def wait_until(self, expression: str, timeout: float) -> None:
+        """Poll a page expression from Python: wait_for_function would eval in the page, which the CSP forbids."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.page.evaluate(expression):
+                    return
+            except PlaywrightError as exc:
+                # The page reloads itself when its job ends (the job component's on_finish).
+                if "context was destroyed" not in str(exc) and "navigation" not in str(exc):
+                    raise
+            time.sleep(0.2)
+        self.shot("timeout")
+        pytest.fail(f"timed out waiting for {expression}")
+
     def foreign_requests(self) -> list[str]:
         return [u for u in self.requests if not (u == self.origin or u.startswith(self.origin + "/"))]
 
@@ -127,6 +147,21 @@ class UI:
         assert self.dialogs == [], f"a dialog fired: {self.dialogs}"
         assert self.foreign_requests() == [], f"requests left the app: {self.foreign_requests()}"
         assert self.console_errors == [], f"console errors: {self.console_errors}"
+
+
+def managed_project(name: str, manager: str) -> tuple[Project, Any]:
+    """A project and its manager, who logs in with ``UI.login(manager.username)``."""
+    project = ProjectFactory(name=name)
+    user = UserFactory(username=manager)
+    Membership.objects.create(project=project, user=user, role=Role.MANAGER)
+    return project, user
+
+
+@pytest.fixture
+def artifact_root(settings: Any, tmp_path: Path) -> Path:
+    """The jobs' files (exports, models, rounds) in this test's own directory."""
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    return settings.ARTIFACT_ROOT
 
 
 @pytest.fixture

@@ -8,42 +8,22 @@ the page's live progress bar and curves follow a training that is really happeni
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from annotation.models import Membership, Role
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunState
-from tests.e2e.conftest import UI
-from tests.factories import ProjectFactory, UserFactory
+from tests.e2e.conftest import UI, managed_project
+from tests.factories import UserFactory
 from tests.rewardmodel.test_services import rule_project, rule_snapshot
 from tests.rewardmodel.tiny import build_gpt2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 
-def wait_until(ui: UI, expression: str, timeout: float) -> None:
-    """Poll a page expression from Python: wait_for_function would eval in the page, which the CSP forbids."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if ui.page.evaluate(expression):
-                return
-        except PlaywrightError as exc:
-            # The page reloads itself when the run ends (the job component's on_finish).
-            if "context was destroyed" not in str(exc) and "navigation" not in str(exc):
-                raise
-        time.sleep(0.2)
-    ui.shot("timeout")
-    pytest.fail(f"timed out waiting for {expression}")
-
-
 @pytest.fixture
-def worker_thread(thread_worker, settings, tmp_path) -> list[threading.Thread]:
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+def worker_thread(thread_worker, artifact_root, settings) -> list[threading.Thread]:
     settings.JOB_PROGRESS_INTERVAL_SECONDS = 0.2
     return thread_worker
 
@@ -51,11 +31,9 @@ def worker_thread(thread_worker, settings, tmp_path) -> list[threading.Thread]:
 def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: Any, tmp_path, settings) -> None:
     base = build_gpt2(tmp_path / "base")
     settings.REWARDMODEL_BASE_MODELS = {"tiny-gpt2": str(base)}  # as an operator registers a base
-    project = ProjectFactory(name="Helpfulness RM")
+    project, manager = managed_project("Helpfulness RM", "rm-browser-manager")
     rule_project(64, project=project)
     snapshot = rule_snapshot(project)
-    manager = UserFactory(username="rm-browser-manager")
-    Membership.objects.create(project=project, user=manager, role=Role.MANAGER)
     annotator = UserFactory(username="rm-browser-annotator")
     Membership.objects.create(project=project, user=annotator, role=Role.ANNOTATOR)
 
@@ -80,10 +58,10 @@ def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: An
     assert run.config["margin"] is True and run.config["epochs"] == 3
 
     # Live: the bar and the curves move while the worker trains.
-    wait_until(ui, "document.getElementById('run-progress').value > 0.1", 60)
+    ui.wait_until("document.getElementById('run-progress').value > 0.1", 60)
     ui.page.wait_for_selector("#loss-chart svg")
     ui.shot("training")
-    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('Succeeded')", 120)
+    ui.wait_until("document.getElementById('run-state').textContent.startsWith('Succeeded')", 120)
     ui.page.wait_for_selector("#accuracy-chart svg")
     assert ui.page.inner_text("#run-result") == "v1"
     assert "registered as v1" in ui.page.inner_text("#run-log")
@@ -101,7 +79,7 @@ def test_manager_trains_follows_compares_and_activates(ui: UI, worker_thread: An
     ui.page.fill("#id_learning_rate", "0.001")
     ui.page.click("#start-run")
     ui.page.wait_for_url(f"**/projects/{project.pk}/reward-models/runs/*/")
-    wait_until(ui, "document.getElementById('run-state').textContent.startsWith('Succeeded')", 120)
+    ui.wait_until("document.getElementById('run-state').textContent.startsWith('Succeeded')", 120)
     second = RewardModelRun.objects.get(version__number=2)
     assert second.parent_version.number == 1 and second.base_model.endswith("/model")
 

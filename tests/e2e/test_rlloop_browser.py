@@ -7,50 +7,27 @@ these tests are about what the pages draw, not about training, which ``tests/rll
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from django.utils import timezone
 
-from annotation.models import Membership, Role
 from jobs.models import JobState
 from rlloop.models import PolicyRound, PolicyVersion
-from tests.e2e.conftest import UI
-from tests.factories import ProjectFactory, PromptFactory, UserFactory
+from tests.e2e.conftest import UI, managed_project
+from tests.factories import PromptFactory
 from tests.frontend.test_rlloop_pages import XSS, finished_round, history, reward_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 
-def wait_until(ui: UI, expression: str, timeout: float) -> None:
-    """Poll a page expression from Python: wait_for_function would eval in the page, which the CSP forbids."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if ui.page.evaluate(expression):
-                return
-        except PlaywrightError as exc:
-            # The page reloads itself when the round ends (the job component's on_finish).
-            if "context was destroyed" not in str(exc) and "navigation" not in str(exc):
-                raise
-        time.sleep(0.2)
-    ui.shot("timeout")
-    pytest.fail(f"timed out waiting for {expression}")
-
-
 @pytest.fixture
-def world(settings, tmp_path):
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+def world(artifact_root, settings, tmp_path):
     checkpoint = tmp_path / "checkpoints" / "smollm2-135m-instruct"
     checkpoint.mkdir(parents=True)
     (checkpoint / "config.json").write_text("{}")
     settings.POLICY_BASE_MODELS = {checkpoint.name: str(checkpoint)}  # the register form offers it by name
-    project = ProjectFactory(name="Helpful policy")
-    manager = UserFactory(username="rl-browser-manager")
-    Membership.objects.create(project=project, user=manager, role=Role.MANAGER)
+    project, manager = managed_project("Helpful policy", "rl-browser-manager")
     PromptFactory(project=project)
     policy = PolicyVersion.objects.create(
         project=project, number=1, name=checkpoint.name, model_dir=str(checkpoint), base_model=str(checkpoint),
@@ -161,8 +138,8 @@ def test_a_running_round_draws_its_curves_and_samples_as_they_arrive(ui: UI, wor
         samples=[{"step": 4, "rows": [{"prompt": "Hi", "response": "Hello\nthere", "score": 0.5, "kl": 1.0}]}],
         info={"device": "cuda:0", "processes": 1},
     )  # fmt: skip
-    wait_until(ui, "document.querySelectorAll(\"#round-charts [data-chart='kl'] .plot-point\").length === 4", 30)
-    wait_until(ui, "!!document.getElementById('samples-table')", 30)
+    ui.wait_until("document.querySelectorAll(\"#round-charts [data-chart='kl'] .plot-point\").length === 4", 30)
+    ui.wait_until("!!document.getElementById('samples-table')", 30)
     assert ui.page.inner_text("#samples-table tbody td.text >> nth=1") == "Hello\nthere"
     assert "cuda:0" in ui.page.inner_text("#round-info")
     assert ui.page.inner_text("#round-log").strip() == "update 4/8"
@@ -172,7 +149,7 @@ def test_a_running_round_draws_its_curves_and_samples_as_they_arrive(ui: UI, wor
     PolicyRound.objects.filter(pk=round.pk).update(
         state=JobState.SUCCEEDED, progress=1.0, step=8, metrics_history=points, finished_at=timezone.now()
     )
-    wait_until(ui, "document.getElementById('round-state').textContent.startsWith('Succeeded')", 30)
+    ui.wait_until("document.getElementById('round-state').textContent.startsWith('Succeeded')", 30)
     ui.page.wait_for_selector("#round-charts [data-chart='kl'] svg.plot")
     assert ui.page.locator("#round-charts [data-chart='kl'] .plot-point").count() == 8
     ui.shot("succeeded")
