@@ -17,6 +17,7 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY arpad ./arpad
 COPY annotation ./annotation
 COPY exports ./exports
+COPY jobs ./jobs
 COPY rewardmodel ./rewardmodel
 COPY rlloop ./rlloop
 COPY trainio ./trainio
