@@ -50,6 +50,14 @@ of the sampled tokens), ``objective/non_score_reward``, ``objective/rlhf_reward`
 when rollouts and training compute the same function, the check the N+ details recommend),
 and timings. Every ``sample_every`` updates a table of samples (prompt, response, score, KL).
 
+**A gold reward model that only watches** (``gold_reward_model``, the set-up of Gao et al.
+2022, "Scaling laws for reward model overoptimization"): every update, the texts the reward
+model scored are scored by a second reward model too, through the same
+:class:`~rewardmodel.scoring.RewardScorer` path, and its mean is recorded as
+``objective/gold_scores`` (a ``gold`` column in the sample tables). It never enters the loss
+and draws no random numbers: a run with a gold model trains to the same weights as one
+without. A proxy score that keeps rising while the gold score falls is over-optimisation.
+
 Where this deviates from InstructGPT and the N+ implementation details (Huang et al. 2024):
 
 - one response per prompt per update and no pretraining-mix (PPO-ptx) term;
@@ -159,6 +167,8 @@ class PPOConfig(TrainerConfig):
     """Directory of a reward model (``rewardmodel.train`` output, or any one-output classifier)."""
     reward_function: str | None = None
     """Instead of a reward model: ``module:function`` called as f(prompts, responses) -> scores."""
+    gold_reward_model: str | None = None
+    """A second reward model's directory that scores the same responses for ``objective/gold_scores``; never trained on."""
     reference: str | None = None
     """The frozen reference's directory; None: the policy's own starting weights."""
     updates: int = 20
@@ -224,6 +234,8 @@ class PPOConfig(TrainerConfig):
         problems += check_paths(self, ("policy", "prompts", "output_dir"))
         if (self.reward_model is None) == (self.reward_function is None):
             problems.append("give exactly one of reward_model and reward_function")
+        if self.gold_reward_model is not None:
+            problems += check_paths(self, ("gold_reward_model",))
         if self.lr_schedule not in ("linear", "constant"):
             problems.append("lr_schedule must be linear or constant")
         if self.kl_estimator not in ("k1", "k3"):
@@ -468,7 +480,10 @@ def positions_of(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def load_reward(config: PPOConfig, device: torch.device) -> Callable[[list[Any], list[str]], list[float]]:
+ScoreFn = Callable[[list[Any], list[str]], list[float]]
+
+
+def load_reward(config: PPOConfig, device: torch.device) -> ScoreFn:
     """The score function: a reward model through its own formatter, or ``module:function``."""
     if config.reward_function is not None:
         module_name, _, attr = config.reward_function.partition(":")
@@ -477,9 +492,14 @@ def load_reward(config: PPOConfig, device: torch.device) -> Callable[[list[Any],
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"reward_function {config.reward_function!r} cannot be imported: {exc}") from None
         return lambda prompts, responses: [float(s) for s in fn(prompts, responses)]
+    return reward_model_scorer(config.reward_model, config, device)
+
+
+def reward_model_scorer(directory: str, config: PPOConfig, device: torch.device) -> ScoreFn:
+    """A frozen reward model read through its own tokenizer and formatter (the proxy's and the gold's path)."""
     from rewardmodel.scoring import RewardScorer
 
-    scorer = RewardScorer.from_pretrained(config.reward_model, device=device.type, precision=config.precision)
+    scorer = RewardScorer.from_pretrained(directory, device=device.type, precision=config.precision)
     for p in scorer.model.parameters():
         p.requires_grad_(False)
     return lambda prompts, responses: scorer.score(
@@ -651,6 +671,9 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
         from_rm = config.value_init == "reward_model"
         source = config.reward_model if from_rm else config.policy
         critic, value_head = build_critic(source, tokenizer, config.lora, from_reward_model=from_rm)
+    # Loaded before the seeding below: whatever random numbers loading it draws, the run
+    # draws the same ones after, so watching a gold model never changes what is trained.
+    gold_reward = reward_model_scorer(config.gold_reward_model, config, device) if config.gold_reward_model else None
     set_seed(config.seed + rank)  # python, numpy, torch: each process samples its own rollouts
     seed_everything(config.seed + rank)
     model = PolicyWithValue(policy, value_head, critic)
@@ -774,6 +797,11 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
             logprobs, values, _ = forward_response(trained, ids, attention, context, responses, config.temperature)
             ref_logprobs = reference.logprobs(trained, ids, attention, context, responses, config.temperature)
         t_score = time.perf_counter() - t0
+        gold, t_gold = None, 0.0
+        if gold_reward is not None:
+            t0 = time.perf_counter()
+            gold = torch.tensor(gold_reward(batch_prompts, texts), dtype=torch.float32, device=device)
+            t_gold = time.perf_counter() - t0
 
         # 4-5: rewards per token, GAE.
         k1, k3 = kl_estimates(logprobs, ref_logprobs)
@@ -839,6 +867,8 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
             "val/eos_share": finished.float().mean(),
         }
         local["objective/rlhf_reward"] = local["objective/scores"] + local["objective/non_score_reward"]
+        if gold is not None:
+            local["objective/gold_scores"] = gold.mean()  # the raw gold score: no eos or length terms
         for key in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "value_clipfrac", "ratio", "ratio_var"):
             prefix = "val" if key.startswith("ratio") else "losses"
             local[f"{prefix}/{key}"] = torch.tensor(sum(s[key] for s in stats) / len(stats))
@@ -860,6 +890,7 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else None,
                 "time/generation": t_generate,
                 "time/scoring": t_score,
+                **({"time/gold_scoring": t_gold} if gold is not None else {}),
                 "time/training": t_train,
                 "time/update": elapsed,
                 "eps": config.rollouts_per_update * world / elapsed,
@@ -870,14 +901,15 @@ def _train(config, hooks, generator, accelerator, prompts, data_sha256, checkpoi
         history.append({"step": update, **metrics})
         hooks.on_step(update, config.updates, metrics)
         if config.samples_shown and (update % config.sample_every == 0 or update == 1 or update == config.updates):
-            table = _sample_table(batch_prompts, texts, raw, scores, k1 * mask, config.samples_shown, update)
+            table = _sample_table(batch_prompts, texts, raw, scores, k1 * mask, config.samples_shown, update, gold)
             samples.append({"step": update, "rows": table})
             on_samples = getattr(hooks, "on_samples", None)
             if on_samples is not None:
                 on_samples(update, table)
         hooks.log(
             f"update {update}/{config.updates}: score {metrics['objective/scores']:.3f}, "
-            f"kl {metrics['objective/kl']:.3f}, beta {current_beta:.4g}, clipfrac {metrics['losses/clipfrac']:.3f}, "
+            + (f"gold {metrics['objective/gold_scores']:.3f}, " if gold is not None else "")
+            + f"kl {metrics['objective/kl']:.3f}, beta {current_beta:.4g}, clipfrac {metrics['losses/clipfrac']:.3f}, "
             f"length {metrics['val/response_length']:.1f}, {elapsed:.1f} s"
         )
         if update % config.checkpoint_every == 0 or update == config.updates:
@@ -927,22 +959,23 @@ def _stop_requested(hooks: TrainHooks, accelerator: Any) -> bool:
     return bool(ask.item() > 0)
 
 
-def _sample_table(prompts, texts, raw, scores, kl, n, update) -> list[dict[str, Any]]:
+def _sample_table(prompts, texts, raw, scores, kl, n, update, gold=None) -> list[dict[str, Any]]:
     from rewardmodel.data import as_messages
 
     rows = []
     for i in range(min(n, len(texts))):
         messages = as_messages(prompts[i])
-        rows.append(
-            {
-                "prompt": messages[-1]["content"] if messages else "",
-                "response": texts[i],
-                "score": float(raw[i]),
-                "shaped_score": float(scores[i]),
-                "kl": float(kl[i].sum()),
-                "update": update,
-            }
-        )
+        row = {
+            "prompt": messages[-1]["content"] if messages else "",
+            "response": texts[i],
+            "score": float(raw[i]),
+            "shaped_score": float(scores[i]),
+            "kl": float(kl[i].sum()),
+            "update": update,
+        }
+        if gold is not None:
+            row["gold"] = float(gold[i])
+        rows.append(row)
     return rows
 
 
@@ -998,8 +1031,15 @@ def _finalize(config, accelerator, trained, tokenizer, history, samples, info, r
 
 class _PrintHooks(TrainHooks):
     def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
-        keys = ("objective/scores", "objective/kl", "objective/entropy", "losses/clipfrac", "val/response_length")
-        print(json.dumps({"update": step, **{k: round(metrics[k], 4) for k in keys}}), flush=True)
+        keys = (
+            "objective/scores",
+            "objective/gold_scores",
+            "objective/kl",
+            "objective/entropy",
+            "losses/clipfrac",
+            "val/response_length",
+        )
+        print(json.dumps({"update": step, **{k: round(metrics[k], 4) for k in keys if k in metrics}}), flush=True)
 
     def log(self, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -1014,6 +1054,7 @@ def parse_args(argv: list[str] | None = None) -> PPOConfig:
     reward.add_argument("--reward-model")
     reward.add_argument("--reward-function", help="module:function(prompts, responses) -> scores")
     parser.add_argument("--reference")
+    parser.add_argument("--gold-reward-model", help="a reward model that only watches: objective/gold_scores")
     parser.add_argument("--config", help="JSON file of options (command-line --set wins)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one option; VALUE is JSON")
     args = parser.parse_args(argv)
@@ -1032,6 +1073,8 @@ def parse_args(argv: list[str] | None = None) -> PPOConfig:
     )
     if args.reference:
         options["reference"] = args.reference
+    if args.gold_reward_model:
+        options["gold_reward_model"] = args.gold_reward_model
     try:
         return PPOConfig.from_dict(options)
     except (TypeError, ValueError) as exc:

@@ -355,3 +355,65 @@ def test_value_init_from_a_reward_model_copies_its_head(tiny_policy, prompt_file
         )  # fmt: skip
     weights = _trainable(out)
     torch.testing.assert_close(weights["value_head.weight"], rm.score.weight.detach())
+
+
+# --------------------------------------------------------------------------------------
+# A gold reward model that only watches (Gao et al. 2022)
+
+
+@pytest.fixture(scope="module")
+def gold_model(tiny_policy, tmp_path_factory) -> Path:
+    """A tiny reward model: the tiny policy read as a one-output classifier with a random head (seed 1)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("gold")
+    torch.manual_seed(1)
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_policy), num_labels=1).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(str(tiny_policy)).save_pretrained(directory)
+    return directory
+
+
+def test_a_gold_reward_model_is_recorded_and_never_changes_the_training(
+    tiny_policy, prompt_file, gold_model, tmp_path
+) -> None:
+    from rewardmodel.scoring import RewardScorer
+
+    # Every rollout of an update in its sample table, so the table's mean is the update's.
+    options = {"updates": 4, "rollouts_per_update": 8, "minibatch_size": 4, "samples_shown": 8, "sample_every": 2}
+    plain = train(config(tiny_policy, prompt_file, tmp_path / "plain", **options))
+    watched = train(config(tiny_policy, prompt_file, tmp_path / "gold", gold_reward_model=str(gold_model), **options))
+
+    want = load_file(Path(plain.model_dir) / "model.safetensors")
+    got = load_file(Path(watched.model_dir) / "model.safetensors")
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    assert [h["objective/scores"] for h in watched.history] == [h["objective/scores"] for h in plain.history]
+    assert not any("objective/gold_scores" in h for h in plain.history)
+    assert not any("gold" in row for table in plain.samples for row in table["rows"])
+
+    scorer = RewardScorer.from_pretrained(str(gold_model), device="cpu")
+    assert [t["step"] for t in watched.samples] == [1, 2, 4]
+    for table in watched.samples:
+        rows = table["rows"]
+        assert len(rows) == 8
+        direct = scorer.score([(row["prompt"], row["response"]) for row in rows])
+        assert [row["gold"] for row in rows] == pytest.approx(direct, abs=1e-5)
+        gold_mean = watched.history[table["step"] - 1]["objective/gold_scores"]
+        assert gold_mean == pytest.approx(sum(direct) / len(direct), abs=1e-5)
+        # The gold is another model than the proxy (the share of "o"): its own numbers.
+        assert [row["gold"] for row in rows] != pytest.approx([row["score"] for row in rows], abs=1e-3)
+    assert len({round(h["objective/gold_scores"], 6) for h in watched.history}) > 1
+    assert watched.metrics["objective/gold_scores"] == watched.history[-1]["objective/gold_scores"]
+
+
+def test_a_resumed_round_keeps_its_gold_history(tiny_policy, prompt_file, gold_model, tmp_path) -> None:
+    options = {"updates": 4, "rollouts_per_update": 4, "minibatch_size": 4, "gold_reward_model": str(gold_model)}
+    full = train(config(tiny_policy, prompt_file, tmp_path / "full", **options))
+    out = tmp_path / "stopped"
+    with pytest.raises(TrainingCancelled):
+        train(config(tiny_policy, prompt_file, out, **options), _StopAt(2))
+    resumed = train(config(tiny_policy, prompt_file, out, **options))
+    assert resumed.resumed_from_update == 2
+    golds = [h["objective/gold_scores"] for h in resumed.history]
+    assert golds == [h["objective/gold_scores"] for h in full.history] and len(golds) == 4
