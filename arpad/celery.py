@@ -42,5 +42,12 @@ app.conf.beat_schedule = {
         "schedule": 300.0,
         "options": {"queue": "default", "expires": 240.0},
     },
+    # Loop cycles: the next step of a cycle whose job ended while no process announced it,
+    # and a cycle for projects whose loop rule saw enough new agreed pairs (rlloop.cycle).
+    "rlloop-advance-cycles": {
+        "task": "rlloop.advance_cycles",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 50.0},
+    },
 }
 app.autodiscover_tasks()

@@ -56,6 +56,8 @@ from jobs.registry import JobKind, Retry, all_kinds, get_kind, kind_of
 logger = logging.getLogger(__name__)
 
 _LOG_LINE_MAX_CHARS = 2000
+# Called with (kind label, job id) once a job's end is committed: see on_job_finished.
+_FINISHED_LISTENERS: list[Callable[[str, int], None]] = []
 _ERROR_MAX_CHARS = 10_000
 _TRACEBACK_LINES = 40
 
@@ -180,6 +182,8 @@ def job_fail(*, kind: JobKind, job_id: int, error: str, details: list[dict[str, 
             finished_at=timezone.now(),
         )
     )
+    if updated:
+        announce_finished(kind.label, job_id)
     return bool(updated)
 
 
@@ -242,6 +246,31 @@ def _finish(job: Job, state: str, now: datetime) -> None:
     job.finished_at = now
     job.owner_token = ""
     job.save()
+    announce_finished(kind_of(job).label, job.pk)
+
+
+def on_job_finished(listener: Callable[[str, int], None]) -> Callable[[str, int], None]:
+    """Register ``listener(kind label, job id)``, called once a job's end (any state) is committed.
+
+    It runs in the process that ended the job (a worker, the reaper, a cancelling web
+    request); a listener's exception is logged, never raised into that process. What
+    chains jobs (``rlloop.cycle``) must also catch up periodically: a process can die
+    between the commit and the call.
+    """
+    if listener not in _FINISHED_LISTENERS:
+        _FINISHED_LISTENERS.append(listener)
+    return listener
+
+
+def announce_finished(label: str, job_id: int) -> None:
+    def call() -> None:
+        for listener in list(_FINISHED_LISTENERS):
+            try:
+                listener(label, job_id)
+            except Exception:
+                logger.exception("a job-finished listener failed for %s %s", label, job_id)
+
+    transaction.on_commit(call)
 
 
 # --- record ---------------------------------------------------------------------------------
@@ -576,7 +605,10 @@ def job_execute(
         ctx._end(JobState.FAILED, error=error, errors=details or [{"message": error}], traceback=tb)
     finally:
         ctx.close()
-    return kind.model.objects.filter(pk=job_id).first()
+    row = kind.model.objects.filter(pk=job_id).first()
+    if row is not None and row.is_finished:
+        announce_finished(kind.label, job_id)
+    return row
 
 
 # --- cancel ---------------------------------------------------------------------------------

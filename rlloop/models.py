@@ -200,3 +200,90 @@ class SimulatedAnnotator(models.Model):
 
     def __str__(self) -> str:
         return f"simulated annotator {self.user_id}"
+
+
+class CycleStep(models.TextChoices):
+    EXPORT = "export", "Export"
+    REWARD_MODEL = "reward_model", "Reward model"
+    POLICY_ROUND = "policy_round", "PPO round"
+    SAMPLING = "sampling", "Sampling"
+    DONE = "done", "Done"
+
+
+class CycleState(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class LoopCycle(models.Model):
+    """One turn of the loop: export → reward model → PPO round → sampling, each a job of the shared lifecycle.
+
+    The cycle itself runs no code on a worker: ``rlloop.cycle`` starts each step's job when
+    the one before it succeeded (told by the lifecycle the moment a job ends, and by a
+    periodic check as a fallback), and stops with the reason where one did not.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="loop_cycles")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=CycleState.choices, default=CycleState.RUNNING)
+    step = models.CharField(max_length=16, choices=CycleStep.choices, default=CycleStep.EXPORT)
+    # The policy the round trains and the anchor its samples meet.
+    policy = models.ForeignKey("PolicyVersion", on_delete=models.RESTRICT, related_name="+")
+    snapshot = models.ForeignKey(ExportSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reward_model_run = models.ForeignKey(
+        "rewardmodel.RewardModelRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    policy_round = models.ForeignKey(PolicyRound, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    sampling_job = models.ForeignKey(SamplingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # {"export": {...}, "reward_model": {...}, "ppo": {...}, "sampling": {...}}: see rlloop.cycle.
+    options = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True, help_text="Why the cycle stopped, when it did not succeed.")
+    trigger = models.CharField(max_length=8, default="api")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="loopcycle_number_unique"),
+            models.CheckConstraint(condition=Q(state__in=CycleState.values), name="loopcycle_state_known"),
+            models.CheckConstraint(condition=Q(step__in=CycleStep.values), name="loopcycle_step_known"),
+            models.CheckConstraint(
+                condition=Q(state="running") | Q(finished_at__isnull=False), name="loopcycle_finished_has_time"
+            ),
+            models.CheckConstraint(
+                condition=~Q(state__in=["failed", "cancelled"]) | ~Q(reason=""), name="loopcycle_stop_has_reason"
+            ),
+            # One running cycle per project: two would train on each other's half-made data.
+            models.UniqueConstraint(fields=["project"], condition=Q(state="running"), name="loopcycle_one_running"),
+        ]
+
+    def __str__(self) -> str:
+        return f"cycle {self.number} of {self.project_id} ({self.state}, {self.step})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state != CycleState.RUNNING
+
+
+class LoopRule(models.Model):
+    """Start a cycle when ``min_new_pairs`` more pairs survive the majority filter than at the last cycle's export."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="loop_rule")
+    enabled = models.BooleanField(default=True)
+    min_new_pairs = models.PositiveIntegerField(default=200)
+    options = models.JSONField(default=dict, blank=True)
+    last_cycle = models.ForeignKey(LoopCycle, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(min_new_pairs__gte=1), name="looprule_min_pairs")]
+
+    def __str__(self) -> str:
+        return f"loop rule of {self.project_id}"

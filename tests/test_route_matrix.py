@@ -34,7 +34,7 @@ from exports.models import ExportSnapshot
 from jobs.lifecycle import job_create
 from jobs.models import JobState
 from rewardmodel.models import RewardModelRun, RewardModelVersion
-from rlloop.models import PolicyRound, PolicyVersion, SamplingJob
+from rlloop.models import LoopCycle, LoopRule, PolicyRound, PolicyVersion, SamplingJob
 from tests.factories import ProjectFactory, UserFactory, make_task
 from tests.jobkinds.models import CountdownJob
 
@@ -86,6 +86,10 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-rl-round-cancel": {"post": MANAGER},
     "api-sampling-jobs": {"get": MANAGER, "post": MANAGER},
     "api-leaderboard": {"get": MANAGER},
+    "api-cycles": {"get": MANAGER, "post": MANAGER},
+    "api-cycle": {"get": MANAGER},
+    "api-cycle-cancel": {"post": MANAGER},
+    "api-cycle-rule": {"get": MANAGER, "put": MANAGER, "delete": MANAGER},
     "api-proxy-vs-human": {"get": MANAGER},
     "api-sampling-job": {"get": MANAGER},
     "api-sampling-job-cancel": {"post": MANAGER},
@@ -214,6 +218,8 @@ def world(db, settings, tmp_path, job_messages) -> World:
     )
     policy_round = job_create(PolicyRound, project=project, method="sft", number=1, policy=policy)
     sampling = job_create(SamplingJob, project=project, target=project)
+    cycle = LoopCycle.objects.create(project=project, number=1, policy=policy)
+    LoopRule.objects.create(project=project, min_new_pairs=5)
     kwargs = {
         "project_id": project.pk,
         "user_id": people["annotator"].pk,
@@ -226,6 +232,7 @@ def world(db, settings, tmp_path, job_messages) -> World:
         "number": 1,
         "kind": "countdown",
         "round_id": policy_round.pk,
+        "cycle_id": cycle.pk,
     }
     world = World(project, people, kwargs)
     world.kwargs["_countdown"] = countdown.pk

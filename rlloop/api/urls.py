@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from rlloop.api import views
+from rlloop.api import cycles, views
 
 _POLICIES = "projects/<int:project_id>/policies/"
 _ROUNDS = "projects/<int:project_id>/rl-rounds/"
@@ -25,4 +25,12 @@ urlpatterns = [
         views.ProxyVsHumanView.as_view(),
         name="api-proxy-vs-human",
     ),
+    path("projects/<int:project_id>/cycles/", cycles.CycleListView.as_view(), name="api-cycles"),
+    path("projects/<int:project_id>/cycles/<int:cycle_id>/", cycles.CycleDetailView.as_view(), name="api-cycle"),
+    path(
+        "projects/<int:project_id>/cycles/<int:cycle_id>/cancel/",
+        cycles.CycleCancelView.as_view(),
+        name="api-cycle-cancel",
+    ),
+    path("projects/<int:project_id>/cycles/rule/", cycles.RuleView.as_view(), name="api-cycle-rule"),
 ]
