@@ -211,14 +211,183 @@ def loop_page(request: HttpRequest, project_id: int) -> HttpResponse:
             else:
                 messages.success(request, f"Sampling job {job.pk} was created.")
                 return redirect(reverse("loop", args=[project.pk]) + "#sampling")
+    return _render(request, project, form=form, status=400 if form.errors else 200)
+
+
+def _render(
+    request: HttpRequest,
+    project: Project,
+    *,
+    form: SamplingForm | None = None,
+    cycle_form: Any = None,
+    rule_form: Any = None,
+    status: int = 200,
+) -> HttpResponse:
+    from rlloop.models import LoopRule
+
     standings = _standings(project)
+    rule = LoopRule.objects.filter(project=project).select_related("last_cycle").first()
+    if rule_form is None:
+        initial = {"enabled": rule.enabled, "min_new_pairs": rule.min_new_pairs} if rule else None
+        rule_form = RuleForm(initial=initial)
     context = {
         "project": project,
-        "form": form,
+        "form": form or SamplingForm(project=project, user=request.user),
         "jobs": _sampling_jobs(project),
+        "cycle_form": cycle_form or CycleForm(project=project),
+        "cycles": _cycle_rows(project),
+        "rule": rule,
+        "rule_form": rule_form,
         "board": standings["leaderboard"],
         "proxy": standings["proxy"],
         "few_votes": FEW_VOTES,
         "page_data": standings,
     }
-    return render(request, "frontend/rlloop/loop.html", context, status=400 if form.errors else 200)
+    return render(request, "frontend/rlloop/loop.html", context, status=status)
+
+
+# --- cycles -------------------------------------------------------------------------------------
+
+
+class CycleForm(forms.Form):
+    """Run one cycle: which policy, and the options usually changed; the rest are the steps' defaults."""
+
+    prefix = "cycle"
+    policy = forms.TypedChoiceField(coerce=int, label="Policy to train")
+    updates = forms.IntegerField(required=False, min_value=1, label="PPO updates", help_text="Empty: the default.")
+    ppo_prompts = forms.IntegerField(required=False, min_value=1, label="PPO prompts", help_text="Empty: all.")
+    sample_prompts = forms.IntegerField(min_value=1, initial=50, label="Prompts to sample")
+    priority = forms.IntegerField(initial=10, label="Task priority")
+
+    REFUSALS = {
+        "policy": "policy",
+        "options.ppo.config": "updates",
+        "options.ppo.max_prompts": "ppo_prompts",
+        "options.sampling.max_prompts": "sample_prompts",
+        "options.sampling.priority": "priority",
+    }
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        versions = list(PolicyVersion.objects.filter(project=project).select_related("round").order_by("-number"))
+        self.fields["policy"].choices = [(v.number, v.display_name) for v in versions]
+
+    def options(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        ppo: dict[str, Any] = {}
+        if data.get("updates"):
+            ppo["config"] = {"updates": data["updates"]}
+        if data.get("ppo_prompts"):
+            ppo["max_prompts"] = data["ppo_prompts"]
+        options: dict[str, Any] = {"sampling": {"max_prompts": data["sample_prompts"], "priority": data["priority"]}}
+        if ppo:
+            options["ppo"] = ppo
+        return options
+
+    def add_service_error(self, exc: PolicyError) -> None:
+        field = exc.field or ""
+        name = next((n for prefix, n in self.REFUSALS.items() if field.startswith(prefix)), None)
+        if name is not None:
+            self.add_error(name, exc.message)
+        else:
+            self.add_error(None, f"{field}: {exc.message}" if field else exc.message)
+
+
+class RuleForm(forms.Form):
+    prefix = "rule"
+    enabled = forms.BooleanField(required=False, initial=True, label="Start cycles by themselves")
+    min_new_pairs = forms.IntegerField(min_value=1, initial=200, label="New agreed pairs per cycle")
+
+
+def _cycles(project: Project) -> list[Any]:
+    from rlloop.models import LoopCycle
+
+    return list(
+        LoopCycle.objects.filter(project=project)
+        .select_related(
+            "policy",
+            "snapshot",
+            "reward_model_run",
+            "policy_round",
+            "policy_round__result",
+            "sampling_job",
+            "created_by",
+        )
+        .order_by("-number")[:JOBS_LISTED]
+    )
+
+
+def _cycle_rows(project: Project) -> list[dict[str, Any]]:
+    from rlloop.cycle import STEP_JOBS
+    from rlloop.models import CycleStep
+
+    rows = []
+    for cycle in _cycles(project):
+        steps = [
+            {"label": CycleStep(step).label, "job": getattr(cycle, field), "current": cycle.step == step}
+            for step, field in STEP_JOBS.items()
+        ]
+        rows.append({"cycle": cycle, "steps": steps})
+    return rows
+
+
+@login_required
+@require_http_methods(["POST"])
+def loop_cycle_start(request: HttpRequest, project_id: int) -> HttpResponse:
+    from rlloop.cycle import cycle_start
+
+    project = managed_project(request, project_id)
+    form = CycleForm(request.POST, project=project)
+    if form.is_valid():
+        policy = PolicyVersion.objects.get(project=project, number=form.cleaned_data["policy"])
+        try:
+            cycle = cycle_start(
+                project=project, policy=policy, options=form.options(), user=request.user, trigger=JobTrigger.UI
+            )
+        except PolicyError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"Cycle {cycle.number} was started: its export is queued.")
+            return redirect(reverse("loop", args=[project.pk]) + "#cycles")
+    return _render(request, project, cycle_form=form, status=400)
+
+
+@login_required
+@require_http_methods(["POST"])
+def loop_cycle_cancel(request: HttpRequest, project_id: int, cycle_id: int) -> HttpResponse:
+    from django.shortcuts import get_object_or_404
+
+    from rlloop.cycle import cycle_cancel
+    from rlloop.models import LoopCycle
+
+    project = managed_project(request, project_id)
+    cycle = get_object_or_404(LoopCycle, project=project, pk=cycle_id)
+    try:
+        cycle_cancel(cycle=cycle, user=request.user)
+    except PolicyError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Cycle {cycle.number} was cancelled.")
+    return redirect(reverse("loop", args=[project.pk]) + "#cycles")
+
+
+@login_required
+@require_http_methods(["POST"])
+def loop_rule_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    from rlloop.cycle import loop_rule_set
+
+    project = managed_project(request, project_id)
+    form = RuleForm(request.POST)
+    if not form.is_valid():
+        return _render(request, project, rule_form=form, status=400)
+    try:
+        loop_rule_set(project=project, enabled=form.cleaned_data["enabled"],
+                      min_new_pairs=form.cleaned_data["min_new_pairs"])  # fmt: skip
+    except PolicyError as exc:
+        form.add_error(None, exc.message)
+        return _render(request, project, rule_form=form, status=400)
+    state = "on" if form.cleaned_data["enabled"] else "off"
+    messages.success(
+        request, f"The loop rule is {state}: a cycle per {form.cleaned_data['min_new_pairs']} new agreed pairs."
+    )
+    return redirect(reverse("loop", args=[project.pk]) + "#cycles")

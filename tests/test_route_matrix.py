@@ -125,6 +125,9 @@ ROUTES: dict[str, dict[str, str]] = {
     "policy-reference": {"post": MANAGER},
     "policy-round": {"get": MANAGER},
     "loop": {"get": MANAGER, "post": MANAGER},
+    "loop-cycle": {"post": MANAGER},
+    "loop-cycle-cancel": {"post": MANAGER},
+    "loop-rule": {"post": MANAGER},
     "project-jobs": {"get": MANAGER},
     "job-cancel": {"post": MANAGER},
 }

@@ -21,7 +21,7 @@ PROJECT_TABS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("Exports", "project-exports", frozenset({"project-exports"})),
     ("Reward models", "rewardmodel-list", frozenset({"rewardmodel-list", "rewardmodel-run", "rewardmodel-compare"})),
     ("Policies", "policy-list", frozenset({"policy-list", "policy-register", "policy-reference", "policy-round"})),
-    ("Loop", "loop", frozenset({"loop"})),
+    ("Loop", "loop", frozenset({"loop", "loop-cycle", "loop-cycle-cancel", "loop-rule"})),
     ("Imports", "project-imports", frozenset({"project-imports"})),
     ("Jobs", "project-jobs", frozenset({"project-jobs"})),
     ("Members", "project-members", frozenset({"project-members"})),

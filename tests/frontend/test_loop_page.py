@@ -20,7 +20,6 @@ from tests.rlloop.test_standings import duel
 pytestmark = pytest.mark.django_db
 
 
-
 @pytest.fixture(autouse=True)
 def checkpoints(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
@@ -93,3 +92,36 @@ def test_the_leaderboard_and_proxy_are_drawn_from_votes_with_text_escaped(loop_p
     assert data["leaderboard"]["votes"] == 16 and data["leaderboard"]["anchor"] == "policy p1"
     assert {r["name"] for r in data["leaderboard"]["rows"]} == {"policy p1", "policy p2", XSS}
     assert isinstance(PolicyVersion.objects.get(pk=newer.pk), PolicyVersion)
+
+
+def test_run_a_cycle_cancel_it_and_set_the_rule(loop_project, job_messages) -> None:
+    from rlloop.models import LoopCycle, LoopRule
+
+    project, reference, newer = loop_project
+    client = as_user(manager_of(project))
+    start = reverse("loop-cycle", args=[project.pk])
+    bad = client.post(start, {"cycle-policy": newer.number, "cycle-updates": 0, "cycle-sample_prompts": 5,
+                              "cycle-priority": 3})  # fmt: skip
+    assert bad.status_code == 400 and not LoopCycle.objects.exists()
+    answer = client.post(start, {"cycle-policy": newer.number, "cycle-updates": 2, "cycle-sample_prompts": 5,
+                                 "cycle-priority": 3})  # fmt: skip
+    assert answer.status_code == 302 and answer["Location"].endswith("#cycles")
+    cycle = LoopCycle.objects.get()
+    assert cycle.policy == newer and cycle.trigger == "ui"
+    assert cycle.options == {"ppo": {"config": {"updates": 2}}, "sampling": {"max_prompts": 5, "priority": 3}}
+    page = client.get(reverse("loop", args=[project.pk])).content.decode()
+    assert f'data-cycle="{cycle.pk}"' in page and 'data-state="running"' in page and "Export" in page
+    busy = client.post(start, {"cycle-policy": newer.number, "cycle-sample_prompts": 5, "cycle-priority": 3})
+    assert busy.status_code == 400 and "still running" in busy.content.decode()
+
+    cancelled = client.post(reverse("loop-cycle-cancel", args=[project.pk, cycle.pk]))
+    assert cancelled.status_code == 302
+    cycle.refresh_from_db()
+    assert cycle.state == "cancelled" and "cancelled by" in cycle.reason
+    assert cycle.reason in client.get(reverse("loop", args=[project.pk])).content.decode()
+
+    rule = client.post(reverse("loop-rule", args=[project.pk]), {"rule-enabled": "on", "rule-min_new_pairs": 50})
+    assert rule.status_code == 302
+    assert LoopRule.objects.get(project=project).min_new_pairs == 50
+    bad_rule = client.post(reverse("loop-rule", args=[project.pk]), {"rule-min_new_pairs": 0})
+    assert bad_rule.status_code == 400 and LoopRule.objects.get(project=project).min_new_pairs == 50

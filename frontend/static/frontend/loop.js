@@ -123,6 +123,30 @@ function drawProxy(proxy) {
   }
 }
 
+// A running cycle moves on when a job ends, in the worker: follow its API and reload when its step or state changes.
+function followCycles() {
+  const rows = [...document.querySelectorAll("#cycle-table tr[data-state='running']")];
+  if (!rows.length) return;
+  const poll = async () => {
+    for (const row of rows) {
+      try {
+        const answer = await fetch(row.dataset.api, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        if (!answer.ok) continue;
+        const cycle = await answer.json();
+        if (cycle.state !== row.dataset.state || cycle.step !== row.dataset.step) {
+          window.location.reload();
+          return;
+        }
+      } catch {
+        // The server is away for a moment: try again at the next tick.
+      }
+    }
+    window.setTimeout(poll, 3000);
+  };
+  window.setTimeout(poll, 3000);
+}
+
+followCycles();
 const data = pageData("loop-data");
 if (data) {
   drawIntervals();
