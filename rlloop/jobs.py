@@ -31,7 +31,7 @@ from rewardmodel.services import resolve_path, version_model_dir
 from rlloop import conf
 from rlloop.models import PolicyRound, PolicyVersion, RoundMethod, SamplingJob
 from rlloop.sampling import batch_seed, done_prompt_ids, plan_slots, sampling_prompts_write, tasks_from_samples
-from rlloop.services import policy_dir, policy_from_round, round_data_write
+from rlloop.services import policy_dir, policy_from_round, round_data_write, round_gold_reward_model
 
 KEPT_SAMPLE_TABLES = 20
 
@@ -66,6 +66,7 @@ class Method:
 def _ppo_config(round: PolicyRound, output: Path, config: dict[str, Any]) -> Any:
     from rlloop.ppo import PPOConfig
 
+    gold = round_gold_reward_model(round)  # a version number in round.data, never a caller's path
     return PPOConfig.from_dict(
         {
             **config,
@@ -73,6 +74,7 @@ def _ppo_config(round: PolicyRound, output: Path, config: dict[str, Any]) -> Any
             "reference": str(policy_dir(round.reference)) if round.reference_id else None,
             "reward_model": str(version_model_dir(round.reward_model)),
             "reward_function": None,
+            "gold_reward_model": str(version_model_dir(gold)) if gold is not None else None,
             "prompts": str(round_data_write(round, output)),
             "output_dir": str(output),
         }

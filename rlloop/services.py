@@ -1,7 +1,7 @@
 """Policies and rounds: register a checkpoint, pick the reference, create, feed and finish rounds.
 
 Everything a worker would trip over later is checked when a round is created: the policy,
-reference and reward model belong to the project, the options pass the trainer's own
+reference and reward models (the proxy and an optional gold) belong to the project, the options pass the trainer's own
 validation, the data source holds something to train on. The message goes to the ``gpu``
 queue once the row is committed (``jobs.lifecycle.job_send``). The round's data file
 (prompts for PPO, demonstrations for SFT) is written once, by the first attempt, into the
@@ -28,13 +28,21 @@ from exports.models import ExportSnapshot, ExportState
 from jobs.lifecycle import JobAlreadyFinished, job_cancel, job_create, job_send, json_safe
 from jobs.models import JobTrigger
 from rewardmodel.models import RewardModelVersion
-from rewardmodel.services import resolve_path
+from rewardmodel.services import resolve_path, version_model_dir
 from rlloop import bases, conf
 from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
 
 # Set by the platform for each method, never by a caller.
 PLATFORM_KEYS = {
-    RoundMethod.PPO: ("policy", "prompts", "output_dir", "reward_model", "reward_function", "reference"),
+    RoundMethod.PPO: (
+        "policy",
+        "prompts",
+        "output_dir",
+        "reward_model",
+        "reward_function",
+        "reference",
+        "gold_reward_model",
+    ),
     RoundMethod.SFT: ("policy", "data", "source", "output_dir"),
 }
 GENERATION_DEFAULTS = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 256, "stop": []}
@@ -212,7 +220,7 @@ def round_config_resolve(method: str, config: Any) -> dict[str, Any]:
             raise PolicyError(f"config.{key}", f"unknown option; known: {', '.join(sorted(defaults))}")
     placeholders = {key: "-" for key in PLATFORM_KEYS[method]}
     if method == RoundMethod.PPO:
-        placeholders.update(reward_model="-", reward_function=None, reference=None)
+        placeholders.update(reward_model="-", reward_function=None, reference=None, gold_reward_model=None)
     else:
         placeholders.update(source="demonstrations")
     try:
@@ -232,6 +240,8 @@ def _data_resolve(method: str, project: Project, data: Any, snapshot: ExportSnap
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= conf.max_prompts():
         raise PolicyError("data.max_prompts", f"must be an integer in [1, {conf.max_prompts()}]")
     if method == RoundMethod.PPO:
+        if "gold_reward_model" in data:
+            raise PolicyError("data.gold_reward_model", "is set from the round's gold_reward_model field")
         unknown = sorted(set(data) - {"max_prompts"})
         if unknown:
             raise PolicyError(f"data.{unknown[0]}", "unknown; a PPO round takes max_prompts (and an optional snapshot)")
@@ -278,6 +288,7 @@ def policy_round_create(
     policy: PolicyVersion,
     reward_model: RewardModelVersion | None = None,
     reference: PolicyVersion | None = None,
+    gold_reward_model: RewardModelVersion | None = None,
     snapshot: ExportSnapshot | None = None,
     data: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
@@ -288,12 +299,20 @@ def policy_round_create(
     """Record a queued round; its message goes to the GPU queue once the transaction commits.
 
     PPO: ``reward_model`` defaults to the project's active version, ``reference`` to the
-    project's reference policy, else the policy itself. SFT: demonstrations of a response
-    source, or the consensus-best response of each group of ``snapshot``.
+    project's reference policy, else the policy itself. An optional ``gold_reward_model``
+    only watches: it scores the same rollouts (``objective/gold_scores``) and is never
+    trained on; its number is kept in the round's ``data``. The proxy's own version is
+    allowed as the gold, though it can only agree with itself. SFT: demonstrations of a
+    response source, or the consensus-best response of each group of ``snapshot``.
     """
     if method not in RoundMethod.values:
         raise PolicyError("method", f"must be one of {', '.join(RoundMethod.values)}")
-    for obj, field in ((policy, "policy"), (reward_model, "reward_model"), (reference, "reference")):
+    for obj, field in (
+        (policy, "policy"),
+        (reward_model, "reward_model"),
+        (reference, "reference"),
+        (gold_reward_model, "gold_reward_model"),
+    ):
         _same_project(project, obj, field)
     if snapshot is not None:
         _same_project(project, snapshot, "snapshot")
@@ -308,9 +327,17 @@ def policy_round_create(
                 raise PolicyError("reward_model", "the project has no reward model yet: train one first")
         if reference is None:
             reference = PolicyVersion.objects.filter(project=project, is_reference=True).first() or policy
+        if gold_reward_model is not None and not (version_model_dir(gold_reward_model) / "config.json").is_file():
+            raise PolicyError(
+                "gold_reward_model", f"the files of reward model {gold_reward_model.label} are missing on this server"
+            )
     else:
+        if gold_reward_model is not None:
+            raise PolicyError("gold_reward_model", "only a PPO round watches a gold reward model")
         reward_model = None
     resolved_data = _data_resolve(method, project, data, snapshot)
+    if gold_reward_model is not None:
+        resolved_data["gold_reward_model"] = gold_reward_model.number
     resolved = round_config_resolve(method, config)
     number = _next_number(PolicyRound, project)
     round = job_create(
@@ -332,6 +359,20 @@ def policy_round_create(
     if send:
         job_send(round)
     return round
+
+
+def round_gold_reward_model(round: PolicyRound) -> RewardModelVersion | None:
+    """The version a PPO round's gold score comes from (its number is in ``round.data``), if any.
+
+    Raises PolicyError when the round names one that is gone (a deleted reward model).
+    """
+    number = (round.data or {}).get("gold_reward_model")
+    if number is None:
+        return None
+    found = RewardModelVersion.objects.filter(project_id=round.project_id, number=number).first()
+    if found is None:
+        raise PolicyError("gold_reward_model", f"reward model v{number} no longer exists in the project")
+    return found
 
 
 def policy_round_cancel(*, round: PolicyRound, user: Any = None) -> PolicyRound:

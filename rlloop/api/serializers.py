@@ -78,6 +78,7 @@ class RoundSerializer(JobSerializer, serializers.ModelSerializer):
     policy = serializers.IntegerField(source="policy.number", read_only=True)
     reference = serializers.SerializerMethodField()
     reward_model = serializers.SerializerMethodField()
+    gold_reward_model = serializers.SerializerMethodField()
     snapshot = serializers.IntegerField(source="snapshot_id", read_only=True, allow_null=True)
     result = serializers.SerializerMethodField()
     data = serializers.DictField(read_only=True)
@@ -93,6 +94,7 @@ class RoundSerializer(JobSerializer, serializers.ModelSerializer):
             "policy",
             "reference",
             "reward_model",
+            "gold_reward_model",
             "snapshot",
             "result",
             "data",
@@ -110,6 +112,12 @@ class RoundSerializer(JobSerializer, serializers.ModelSerializer):
     @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Reward-model version number."))
     def get_reward_model(self, round: PolicyRound) -> int | None:
         return round.reward_model.number if round.reward_model_id else None
+
+    @extend_schema_field(
+        serializers.IntegerField(allow_null=True, help_text="Version number of the reward model that only watches.")
+    )
+    def get_gold_reward_model(self, round: PolicyRound) -> int | None:
+        return (round.data or {}).get("gold_reward_model")
 
     @extend_schema_field(serializers.IntegerField(allow_null=True, help_text="Number of the policy it produced."))
     def get_result(self, round: PolicyRound) -> int | None:
@@ -141,6 +149,12 @@ class RoundCreateSerializer(serializers.Serializer):
     )
     reference = serializers.IntegerField(
         required=False, min_value=1, help_text="PPO: number of the KL reference; default: the project's reference."
+    )
+    gold_reward_model = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="PPO: a reward-model version that only watches: it scores the same rollouts "
+        "(objective/gold_scores) and is never trained on; default: none.",
     )
     snapshot = serializers.IntegerField(
         required=False, help_text="An export: its training prompts (PPO) or consensus-best responses (SFT)."

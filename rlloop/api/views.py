@@ -98,6 +98,11 @@ def round_create_from_request(view: ManagerScoped, data: dict[str, Any], *, trig
         if data.get("reference") is not None
         else None
     )
+    gold_reward_model = (
+        _in_project(RewardModelVersion, project, "gold_reward_model", number=data["gold_reward_model"])
+        if data.get("gold_reward_model") is not None
+        else None
+    )
     snapshot = (
         _in_project(ExportSnapshot, project, "snapshot", pk=data["snapshot"])
         if data.get("snapshot") is not None
@@ -109,6 +114,7 @@ def round_create_from_request(view: ManagerScoped, data: dict[str, Any], *, trig
         policy=policy,
         reward_model=reward_model,
         reference=reference,
+        gold_reward_model=gold_reward_model,
         snapshot=snapshot,
         data=data.get("data") or {},
         config=data.get("config") or {},

@@ -49,7 +49,9 @@ def project():
     return rule_project(12)
 
 
-def reward_model_version(project: Any, source: Path, root: Path, number: int = 1) -> RewardModelVersion:
+def reward_model_version(
+    project: Any, source: Path, root: Path, number: int = 1, *, active: bool = True
+) -> RewardModelVersion:
     """A registered reward-model version whose model is ``source`` read as a one-output classifier."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -64,7 +66,7 @@ def reward_model_version(project: Any, source: Path, root: Path, number: int = 1
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(root / model_dir)
     return RewardModelVersion.objects.create(
         project=project, number=number, run=run, snapshot=snapshot, base_model=str(source), model_dir=model_dir,
-        is_active=True,
+        is_active=active,
     )  # fmt: skip
 
 
@@ -225,3 +227,80 @@ def test_an_sft_round_on_demonstrations_becomes_the_reference(project, artifacts
     lines = (artifacts / round.output_dir / "demonstrations.jsonl").read_text().splitlines()
     assert len(lines) == Prompt.objects.filter(project=project).count()
     assert version.metrics["eval/loss"] < round.info["initial_eval"]["eval/loss"]
+
+
+# --- a gold reward model that only watches ---------------------------------------------------------
+
+
+def test_a_ppo_round_with_a_gold_reward_model_records_the_gold_score(
+    ready, artifacts, tiny_policy, job_messages, django_capture_on_commit_callbacks
+) -> None:
+    project, policy, rm = ready
+    gold = reward_model_version(project, tiny_policy, artifacts, number=2, active=False)
+    client = APIClient()
+    client.force_authenticate(manager_of(project))
+    url = f"/api/v1/projects/{project.pk}/rl-rounds/"
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(url, {"policy": 1, "gold_reward_model": 2, "config": FAST_PPO}, format="json")
+    assert answer.status_code == 202, answer.content
+    body = answer.json()
+    assert body["reward_model"] == rm.number and body["gold_reward_model"] == gold.number
+    assert body["data"]["gold_reward_model"] == 2 and "model_dir" not in str(body)
+
+    job_messages.run()
+    round = PolicyRound.objects.get(pk=body["id"])
+    assert round.state == JobState.SUCCEEDED, (round.error, round.log_tail)
+    steps = [p for p in round.metrics_history if "objective/scores" in p]
+    assert len(steps) == 3 and all(isinstance(p["objective/gold_scores"], float) for p in steps)
+    assert all("gold" in row for table in round.samples for row in table["rows"])
+    assert "objective/gold_scores" in round.result.metrics
+    detail = client.get(f"{url}{round.pk}/").json()
+    assert detail["gold_reward_model"] == 2
+
+    refused = client.post(url, {"policy": 1, "gold_reward_model": 9}, format="json")
+    assert refused.status_code == 400 and refused.json()["field"] == "gold_reward_model"
+    assert "no gold reward model 9" in refused.json()["detail"]
+    assert PolicyRound.objects.count() == 1
+
+
+def test_ppo_round_command_with_a_gold_reward_model(ready, artifacts, tiny_policy, capsys) -> None:
+    project, _, _ = ready
+    reward_model_version(project, tiny_policy, artifacts, number=2, active=False)
+    call_command(
+        "ppo_round", "--project", str(project.pk), "--gold-reward-model", "2", "--inline", "--max-prompts", "6",
+        *[a for k, v in FAST_PPO.items() for a in ("--set", f"{k}={v}")],
+    )  # fmt: skip
+    assert "p2 registered" in capsys.readouterr().out
+    round = PolicyRound.objects.get()
+    assert round.data["gold_reward_model"] == 2 and round.reward_model.number == 1
+    assert all("objective/gold_scores" in p for p in round.metrics_history if "objective/scores" in p)
+    with pytest.raises(CommandError, match="no reward-model version 9"):
+        call_command("ppo_round", "--project", str(project.pk), "--gold-reward-model", "9")
+
+
+def test_gold_reward_model_refusals_name_the_field_and_create_nothing(
+    ready, artifacts, tiny_policy, job_messages
+) -> None:
+    project, policy, rm = ready
+    other = rule_project(2, project=ProjectFactory())
+    other_rm = reward_model_version(other, tiny_policy, artifacts)
+    gone = reward_model_version(project, tiny_policy, artifacts, number=2, active=False)
+    import shutil
+
+    shutil.rmtree(artifacts / gone.model_dir)
+    cases = [
+        ({"gold_reward_model": other_rm}, "gold_reward_model"),
+        ({"gold_reward_model": gone}, "gold_reward_model"),
+        ({"gold_reward_model": rm, "method": "sft", "data": {"response_source": "human"}}, "gold_reward_model"),
+        ({"config": {"gold_reward_model": str(artifacts / rm.model_dir)}}, "config.gold_reward_model"),
+        ({"data": {"gold_reward_model": 1}}, "data.gold_reward_model"),
+    ]
+    for overrides, field in cases:
+        kwargs = {"project": project, "method": "ppo", "policy": policy, **overrides}
+        with pytest.raises(PolicyError) as info:
+            policy_round_create(**kwargs)
+        assert info.value.field == field, (overrides, info.value)
+    assert PolicyRound.objects.count() == 0 and job_messages == []
+    # The proxy's own version as the gold is allowed (pointless: it agrees with itself).
+    round = policy_round_create(project=project, method="ppo", policy=policy, gold_reward_model=rm, send=False)
+    assert round.data["gold_reward_model"] == rm.number
