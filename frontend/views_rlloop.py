@@ -140,6 +140,14 @@ class RoundForm(forms.Form):
         label="KL reference",
         help_text="PPO: the model the KL penalty keeps the policy close to.",
     )
+    gold_reward_model = forms.TypedChoiceField(
+        coerce=int,
+        required=False,
+        empty_value=None,
+        label="Gold reward model",
+        help_text="PPO: only watches. Its score of the same rollouts is drawn beside the reward model's; "
+        "it is never trained on.",
+    )
     snapshot = forms.TypedChoiceField(
         coerce=int,
         required=False,
@@ -204,6 +212,7 @@ class RoundForm(forms.Form):
         "policy": "policy",
         "reward_model": "reward_model",
         "reference": "reference",
+        "gold_reward_model": "gold_reward_model",
         "snapshot": "snapshot",
         "data.source": "sft_source",
         "data.response_source": "response_source",
@@ -223,6 +232,9 @@ class RoundForm(forms.Form):
         self.fields["reward_model"].choices = [
             ("", f"the active one (v{active.number})" if active else "the active one (none yet)")
         ] + [(v.number, f"v{v.number}" + (" (active)" if v.is_active else "")) for v in reward_models]
+        self.fields["gold_reward_model"].choices = [("", "none")] + [
+            (v.number, f"v{v.number}" + (" (active)" if v.is_active else "")) for v in reward_models
+        ]
         snapshots = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).order_by("-id")[:50]
         self.fields["snapshot"].choices = [("", "none")] + [
             (s.pk, f"#{s.pk} · {_group_count(s)} groups · {s.created_at:%Y-%m-%d %H:%M}") for s in snapshots
@@ -250,7 +262,7 @@ class RoundForm(forms.Form):
 
     # Fields only one method reads: the other method's are hidden, and their errors dropped.
     ONLY_FOR = {
-        RoundMethod.PPO: {"reward_model", "reference", *OPTIONS[RoundMethod.PPO].values()},
+        RoundMethod.PPO: {"reward_model", "reference", "gold_reward_model", *OPTIONS[RoundMethod.PPO].values()},
         RoundMethod.SFT: {"sft_source", "response_source", *OPTIONS[RoundMethod.SFT].values()},
     }
 
@@ -420,9 +432,11 @@ def policy_list(request: HttpRequest, project_id: int) -> HttpResponse:
         method = data["method"]
         policy = PolicyVersion.objects.get(project=project, number=data["policy"])
         is_ppo = method == RoundMethod.PPO
-        reward_model = reference = snapshot = None
+        reward_model = reference = gold_reward_model = snapshot = None
         if is_ppo and data["reward_model"] is not None:
             reward_model = RewardModelVersion.objects.get(project=project, number=data["reward_model"])
+        if is_ppo and data["gold_reward_model"] is not None:
+            gold_reward_model = RewardModelVersion.objects.get(project=project, number=data["gold_reward_model"])
         if is_ppo and data["reference"] is not None:
             reference = PolicyVersion.objects.get(project=project, number=data["reference"])
         if data["snapshot"] is not None and form.uses_snapshot():
@@ -435,6 +449,7 @@ def policy_list(request: HttpRequest, project_id: int) -> HttpResponse:
                     policy=policy,
                     reward_model=reward_model,
                     reference=reference,
+                    gold_reward_model=gold_reward_model,
                     snapshot=snapshot,
                     data=form.round_data(),
                     config=form.config(),
@@ -526,6 +541,7 @@ def policy_round_view(request: HttpRequest, project_id: int, round_id: int) -> H
         "round": round,
         "result": getattr(round, "result", None),
         "data_text": _data_text(round),
+        "gold_reward_model": (round.data or {}).get("gold_reward_model"),
         "config_items": sorted(round.config.items()),
         "metric_items": sorted((k, v) for k, v in round.metrics.items() if _number(v) is not None),
         "info_items": _flat_info(round.info or {}),

@@ -154,3 +154,36 @@ def test_a_running_round_draws_its_curves_and_samples_as_they_arrive(ui: UI, wor
     assert ui.page.locator("#round-charts [data-chart='kl'] .plot-point").count() == 8
     ui.shot("succeeded")
     ui.assert_clean()
+
+
+def test_a_round_that_watched_a_gold_reward_model_draws_the_gold_score_beside_the_proxy(ui: UI, world) -> None:
+    project, manager, policy, rm = world
+    plain = finished_round(project, policy, rm, 1, kl=2.0, score=0.8)
+    watched = finished_round(project, policy, rm, 2, kl=5.0, score=1.4)
+    golds = [0.3, 0.5, 0.4, 0.1]
+    watched.metrics_history = [
+        {**p, "objective/gold_scores": g} for p, g in zip(watched.metrics_history, golds, strict=True)
+    ]
+    watched.data = {**watched.data, "gold_reward_model": 2}
+    for table in watched.samples:
+        for row in table["rows"]:
+            row["gold"] = -0.75
+    watched.save()
+    ui.login(manager.username)
+
+    legend = "#round-charts [data-chart='score'] .plot-legend li"
+    ui.goto(f"/projects/{project.pk}/policies/rounds/{watched.pk}/")
+    ui.page.wait_for_selector(legend)
+    assert [t.strip() for t in ui.page.locator(legend).all_inner_texts()] == ["score", "gold score", "score − β·KL"]
+    assert ui.page.locator("#round-charts [data-chart='score'] .plot-point").count() == 12
+    headers = ui.page.locator("#samples-table thead th").all_inner_texts()
+    assert headers == ["Prompt", "Response", "Score", "Shaped", "Gold", "KL"]
+    assert ui.page.inner_text("#samples-table tbody tr:first-child td:nth-child(5)") == "-0.750"
+    ui.shot("gold")
+
+    # A round without a gold reward model: no empty gold series, no gold column.
+    ui.goto(f"/projects/{project.pk}/policies/rounds/{plain.pk}/")
+    ui.page.wait_for_selector(legend)
+    assert [t.strip() for t in ui.page.locator(legend).all_inner_texts()] == ["score", "score − β·KL"]
+    assert "Gold" not in ui.page.locator("#samples-table thead th").all_inner_texts()
+    ui.assert_clean()

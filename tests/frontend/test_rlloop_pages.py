@@ -44,7 +44,7 @@ def as_user(user: Any) -> Client:
     return client
 
 
-def reward_model(project: Any, number: int = 1) -> RewardModelVersion:
+def reward_model(project: Any, number: int = 1, *, active: bool = True) -> RewardModelVersion:
     now = timezone.now()
     snapshot = ExportSnapshot.objects.create(
         project=project, state=JobState.SUCCEEDED, progress=1.0, finished_at=now, content_hash=f"{number}" * 64,
@@ -56,7 +56,7 @@ def reward_model(project: Any, number: int = 1) -> RewardModelVersion:
     )  # fmt: skip
     return RewardModelVersion.objects.create(
         project=project, number=number, run=run, snapshot=snapshot, base_model="/srv/models/base",
-        model_dir=f"rm/{number}", is_active=True,
+        model_dir=f"rm/{number}", is_active=active,
     )  # fmt: skip
 
 
@@ -357,3 +357,54 @@ def test_a_queued_round_is_cancelled_from_its_page(project, manager, ready, job_
     assert response.status_code == 302
     round.refresh_from_db()
     assert round.state == JobState.CANCELLED
+
+
+def test_a_round_that_watched_a_gold_reward_model_carries_the_gold_series(project, manager, ready):
+    gold = reward_model(project, number=2, active=False)
+    round = finished_round(project, ready["policy"], ready["rm"], 1, kl=4.0, score=1.2)
+    golds = [0.3, 0.5, 0.4, 0.1]  # rises, then falls while the proxy keeps rising
+    round.metrics_history = [
+        {**p, "objective/gold_scores": g} for p, g in zip(round.metrics_history, golds, strict=True)
+    ]
+    round.data = {**round.data, "gold_reward_model": gold.number}
+    for table in round.samples:
+        for row in table["rows"]:
+            row["gold"] = -0.75
+    round.save()
+    body = as_user(manager).get(reverse("policy-round", args=[project.pk, round.pk])).content.decode()
+    data = page_data(body, "rl-round-data")
+    assert [p["objective/gold_scores"] for p in data["history"]] == golds
+    assert [p["objective/scores"] for p in data["history"]] == pytest.approx([0.3, 0.6, 0.9, 1.2])
+    assert all(row["gold"] == -0.75 for table in data["samples"] for row in table["rows"])
+    assert "Gold reward model" in body and "v2 <span" in body
+    table = body.split('id="samples-table"')[1].split("</table>")[0]
+    assert '<th scope="col" class="num">Gold</th>' in table and "-0.750" in table
+
+    plain = finished_round(project, ready["policy"], ready["rm"], 2, kl=2.0, score=0.8)
+    body = as_user(manager).get(reverse("policy-round", args=[project.pk, plain.pk])).content.decode()
+    assert not any("objective/gold_scores" in p for p in page_data(body, "rl-round-data")["history"])
+    assert "Gold reward model" not in body and ">Gold</th>" not in body
+
+
+def test_the_new_round_form_names_a_gold_reward_model(
+    project, manager, ready, settings, job_messages, django_capture_on_commit_callbacks
+):
+    gold = reward_model(project, number=2, active=False)
+    form = {"method": "ppo", "policy": 1, "gold_reward_model": 2, "updates": 3, "rollouts_per_update": 8}
+    client = as_user(manager)
+    page = client.get(reverse("policy-list", args=[project.pk])).content.decode()
+    assert 'name="gold_reward_model"' in page and '<option value="2">v2</option>' in page
+    # Its files are not on this server yet: refused at the field, nothing started.
+    missing = client.post(reverse("policy-list", args=[project.pk]), form)
+    assert missing.status_code == 400
+    assert "files of reward model v2 are missing" in field_error(missing.content.decode(), "id_gold_reward_model")
+    assert not PolicyRound.objects.exists()
+    directory = Path(settings.ARTIFACT_ROOT) / gold.model_dir
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("policy-list", args=[project.pk]), form)
+    round = PolicyRound.objects.get()
+    assert response.status_code == 302 and round.reward_model == ready["rm"]
+    assert round.data == {"prompts": "project", "max_prompts": round.data["max_prompts"], "gold_reward_model": 2}
+    assert "Gold reward model" in client.get(response["Location"]).content.decode()

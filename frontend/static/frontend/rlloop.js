@@ -72,12 +72,14 @@ function initRoundForm(form) {
 
 // --- a round's page -----------------------------------------------------------------------
 
-// PPO's curves, by the cleanrl names rlloop.ppo records.
+// PPO's curves, by the cleanrl names rlloop.ppo records. A series without points (the gold
+// score of a round that watches no gold reward model) is left out of its chart.
 const PPO_CHARTS = [
   {
     id: "score", title: "Score", yLabel: "reward-model score",
     series: [
       { key: "objective/scores", name: "score" },
+      { key: "objective/gold_scores", name: "gold score" },
       { key: "objective/rlhf_reward", name: "score − β·KL", dashed: true },
     ],
   },
@@ -135,8 +137,11 @@ function drawCharts(data, history) {
       panel.append(chart);
       grid.append(panel);
     }
+    const series = spec.series
+      .map((s) => ({ name: s.name, points: pointsOf(history, s.key), dashed: s.dashed }))
+      .filter((s) => s.points.length);
     lineChart(chart, {
-      series: spec.series.map((s) => ({ name: s.name, points: pointsOf(history, s.key), dashed: s.dashed })),
+      series,
       xLabel: data.method === "ppo" ? "update" : "optimizer step",
       yLabel: spec.yLabel,
       title: spec.title,
@@ -146,7 +151,7 @@ function drawCharts(data, history) {
       xMax: data.total ? Math.max(data.total, ...history.map((p) => (typeof p.step === "number" ? p.step : 0))) : undefined,
       height: 220,
       xIntegers: true,
-      legend: spec.series.length > 1,
+      legend: series.length > 1,
     });
   }
 }
@@ -159,7 +164,11 @@ function sampleTable(rows) {
   const wrap = el("div", { class: "table-wrap" });
   const table = el("table", { class: "grid samples", id: "samples-table" });
   const head = el("tr");
-  for (const [label, cls] of [["Prompt", ""], ["Response", ""], ["Score", "num"], ["Shaped", "num"], ["KL", "num"]]) {
+  // The gold reward model's column only when the round watched one (as _samples.html does).
+  const gold = rows.length > 0 && "gold" in rows[0];
+  const numbers = gold ? ["score", "shaped_score", "gold", "kl"] : ["score", "shaped_score", "kl"];
+  const labels = { score: "Score", shaped_score: "Shaped", gold: "Gold", kl: "KL" };
+  for (const [label, cls] of [["Prompt", ""], ["Response", ""], ...numbers.map((key) => [labels[key], "num"])]) {
     head.append(el("th", cls ? { scope: "col", class: cls } : { scope: "col" }, label));
   }
   const thead = el("thead");
@@ -170,7 +179,7 @@ function sampleTable(rows) {
     const tr = el("tr");
     tr.append(el("td", { class: "text" }, String(row.prompt ?? "")));
     tr.append(el("td", { class: "text" }, String(row.response ?? "")));
-    for (const key of ["score", "shaped_score", "kl"]) tr.append(el("td", { class: "num" }, number(row[key])));
+    for (const key of numbers) tr.append(el("td", { class: "num" }, number(row[key])));
     body.append(tr);
   }
   table.append(body);
