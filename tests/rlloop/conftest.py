@@ -25,3 +25,15 @@ def prompt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     words = ["river", "mountain", "city", "story"]
     records = [{"prompt": f"tell me about the {words[i % 4]} {i}", "id": i} for i in range(32)]
     return write_records(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", records)
+
+
+@pytest.fixture(scope="session")
+def gold_model(tiny_policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny reward model to watch PPO with: the tiny policy read as a one-output classifier, random head (seed 1)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("gold")
+    torch.manual_seed(1)
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_policy), num_labels=1).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(str(tiny_policy)).save_pretrained(directory)
+    return directory

@@ -361,18 +361,6 @@ def test_value_init_from_a_reward_model_copies_its_head(tiny_policy, prompt_file
 # A gold reward model that only watches (Gao et al. 2022)
 
 
-@pytest.fixture(scope="module")
-def gold_model(tiny_policy, tmp_path_factory) -> Path:
-    """A tiny reward model: the tiny policy read as a one-output classifier with a random head (seed 1)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    directory = tmp_path_factory.mktemp("gold")
-    torch.manual_seed(1)
-    AutoModelForSequenceClassification.from_pretrained(str(tiny_policy), num_labels=1).save_pretrained(directory)
-    AutoTokenizer.from_pretrained(str(tiny_policy)).save_pretrained(directory)
-    return directory
-
-
 def test_a_gold_reward_model_is_recorded_and_never_changes_the_training(
     tiny_policy, prompt_file, gold_model, tmp_path
 ) -> None:

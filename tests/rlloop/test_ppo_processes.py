@@ -98,9 +98,14 @@ def metrics(out: Path) -> dict:
     return json.loads((out / "model" / "metrics.json").read_text(encoding="utf-8"))
 
 
-def test_two_gloo_processes_keep_identical_weights_and_resume_exactly(tiny_policy, prompt_file, tmp_path) -> None:
+def test_two_gloo_processes_keep_identical_weights_and_resume_exactly(
+    tiny_policy, prompt_file, gold_model, tmp_path
+) -> None:
     out = tmp_path / "two"
-    command = two_processes(trainer_args(tiny_policy, prompt_file, out, updates=3))
+    # With a gold reward model watching: every process scores its own rollouts with it too.
+    command = two_processes(
+        [*trainer_args(tiny_policy, prompt_file, out, updates=3), "--gold-reward-model", str(gold_model)]
+    )
     run_to_end(command)
 
     saved = metrics(out)
@@ -113,7 +118,13 @@ def test_two_gloo_processes_keep_identical_weights_and_resume_exactly(tiny_polic
     history = saved["history"]
     assert [h["step"] for h in history] == [1, 2, 3]
     for h in history:
-        for key in ("objective/scores", "objective/kl", "losses/policy_loss", "val/first_ratio"):
+        for key in (
+            "objective/scores",
+            "objective/gold_scores",
+            "objective/kl",
+            "losses/policy_loss",
+            "val/first_ratio",
+        ):
             assert isinstance(h[key], float), (h["step"], key)
         assert h["val/first_ratio"] == pytest.approx(1.0, abs=1e-5)
         assert h["eps"] > 0
@@ -135,7 +146,8 @@ def test_two_gloo_processes_keep_identical_weights_and_resume_exactly(tiny_polic
     assert again["info"]["resumed_from_step"] == 2
     assert again["info"]["weights_identical_across_processes"] is True
     assert again["info"]["weights_checksums"] == info["weights_checksums"]
-    assert [h["objective/scores"] for h in again["history"]] == [h["objective/scores"] for h in history]
+    for key in ("objective/scores", "objective/gold_scores"):
+        assert [h[key] for h in again["history"]] == [h[key] for h in history], key
     assert_same_weights(reference, weights(out / "model"))
 
 
