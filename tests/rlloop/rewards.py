@@ -13,3 +13,11 @@ def good_share(prompts: list[Any], responses: list[str]) -> list[float]:
 def o_share(prompts: list[Any], responses: list[str]) -> list[float]:
     """The share of a response's characters that are the letter ``o``: dense, 1.0 at the optimum."""
     return [text.count("o") / max(len(text), 1) for text in responses]
+
+
+def legible(messages: Any, text: str) -> float:
+    """A simulated annotator's gold (prompt messages, response text): the share of plain letters and spaces.
+
+    A random tiny policy writes mostly byte-level junk with a few words; readers prefer words.
+    """
+    return sum(c.isascii() and (c.isalpha() or c == " ") for c in text) / max(len(text), 1)
