@@ -172,6 +172,11 @@ def load_demo(*, password: str, stdout=None) -> list[DemoResult]:
             )
     for result in results:
         _register_demo_policy(result.project, stdout)
+    from rlloop.demo_loop import load_loop_project
+
+    loop = load_loop_project(data_dir=data_dir, admin=admin, annotator=annotator, stdout=stdout)
+    if loop is not None:
+        results.append(DemoResult(loop, True, {}))
     return results
 
 

@@ -254,7 +254,13 @@ class CycleForm(forms.Form):
 
     prefix = "cycle"
     policy = forms.TypedChoiceField(coerce=int, label="Policy to train")
-    updates = forms.IntegerField(required=False, min_value=1, label="PPO updates", help_text="Empty: the default.")
+    # Initial values sized for a CPU (a few minutes with the 135M demo policy); a GPU takes far more.
+    updates = forms.IntegerField(required=False, min_value=1, initial=8, label="PPO updates")
+    rollouts = forms.IntegerField(required=False, min_value=1, initial=16, label="Rollouts per update")
+    lora_r = forms.IntegerField(
+        required=False, min_value=0, initial=16, label="LoRA rank", help_text="0: every weight."
+    )
+    max_new_tokens = forms.IntegerField(required=False, min_value=1, initial=64, label="Max new tokens")
     ppo_prompts = forms.IntegerField(required=False, min_value=1, label="PPO prompts", help_text="Empty: all.")
     sample_prompts = forms.IntegerField(min_value=1, initial=50, label="Prompts to sample")
     priority = forms.IntegerField(initial=10, label="Task priority")
@@ -275,8 +281,18 @@ class CycleForm(forms.Form):
     def options(self) -> dict[str, Any]:
         data = self.cleaned_data
         ppo: dict[str, Any] = {}
+        config: dict[str, Any] = {}
         if data.get("updates"):
-            ppo["config"] = {"updates": data["updates"]}
+            config["updates"] = data["updates"]
+        if data.get("rollouts"):
+            config["rollouts_per_update"] = data["rollouts"]
+            config["minibatch_size"] = min(data["rollouts"], 8)
+        if data.get("lora_r"):
+            config["lora"] = {"r": data["lora_r"], "alpha": 2 * data["lora_r"]}
+        if data.get("max_new_tokens"):
+            config["max_new_tokens"] = data["max_new_tokens"]
+        if config:
+            ppo["config"] = config
         if data.get("ppo_prompts"):
             ppo["max_prompts"] = data["ppo_prompts"]
         options: dict[str, Any] = {"sampling": {"max_prompts": data["sample_prompts"], "priority": data["priority"]}}

@@ -109,6 +109,16 @@ def test_run_a_cycle_cancel_it_and_set_the_rule(loop_project, job_messages) -> N
     cycle = LoopCycle.objects.get()
     assert cycle.policy == newer and cycle.trigger == "ui"
     assert cycle.options == {"ppo": {"config": {"updates": 2}}, "sampling": {"max_prompts": 5, "priority": 3}}
+    cycle.state, cycle.reason = "cancelled", "test"
+    cycle.finished_at = cycle.created_at
+    cycle.save()
+    sized = client.post(start, {"cycle-policy": newer.number, "cycle-updates": 8, "cycle-rollouts": 16,
+                                "cycle-lora_r": 16, "cycle-max_new_tokens": 64, "cycle-sample_prompts": 5,
+                                "cycle-priority": 3})  # fmt: skip
+    assert sized.status_code == 302
+    cycle = LoopCycle.objects.order_by("-id").first()
+    assert cycle.options["ppo"]["config"] == {"updates": 8, "rollouts_per_update": 16, "minibatch_size": 8,
+                                              "lora": {"r": 16, "alpha": 32}, "max_new_tokens": 64}  # fmt: skip
     page = client.get(reverse("loop", args=[project.pk])).content.decode()
     assert f'data-cycle="{cycle.pk}"' in page and 'data-state="running"' in page and "Export" in page
     busy = client.post(start, {"cycle-policy": newer.number, "cycle-sample_prompts": 5, "cycle-priority": 3})
