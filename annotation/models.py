@@ -219,6 +219,19 @@ class TaskQuerySet(models.QuerySet["Task"]):
             return self.filter(project=project, assignments__annotator=user)
         return self.none()
 
+    def with_text(self, text: str) -> TaskQuerySet:
+        """Tasks whose prompt (any message) or one of whose responses contains ``text``, ignoring case.
+
+        Both tests are EXISTS clauses of the same statement, so filtering adds no query to
+        a page (``annotation.text_search`` says how the prompt's JSON is searched).
+        """
+        from django.db.models import Exists, OuterRef
+
+        from annotation.text_search import MessagesContain
+
+        responses = TaskResponse.objects.filter(task=OuterRef("pk"), response__text__icontains=text)
+        return self.filter(MessagesContain(F("prompt__messages"), text) | Exists(responses))
+
 
 class Task(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")

@@ -87,6 +87,13 @@ class MemberRemoveForm(forms.Form):
 class TaskFilterForm(forms.Form):
     """Filters of the task browser; every field is optional, values outside the choices are errors."""
 
+    # Matched against the prompt's messages and the responses (Task.objects.with_text).
+    q = forms.CharField(
+        label="Text",
+        max_length=200,
+        required=False,
+        widget=forms.SearchInput(attrs={"placeholder": "in prompts and responses", "autocomplete": "off"}),
+    )
     state = forms.ChoiceField(choices=[("", "any state"), *TaskState.choices], required=False)
     source = forms.CharField(
         max_length=200, required=False, widget=forms.TextInput(attrs={"list": "sources", "autocomplete": "off"})

@@ -228,6 +228,8 @@ def _filtered_tasks(project: Project, form: TaskFilterForm) -> QuerySet[Task]:
     if not form.is_valid():
         return tasks.none()
     data = form.cleaned_data
+    if data["q"]:
+        tasks = tasks.with_text(data["q"])
     if data["state"]:
         tasks = tasks.filter(state=data["state"])
     if data["source"]:
@@ -245,7 +247,7 @@ def _filtered_tasks(project: Project, form: TaskFilterForm) -> QuerySet[Task]:
 
 @login_required
 def task_browser(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Every task of the project, filtered by state, source, round and judgement count."""
+    """Every task of the project, filtered by text, state, source, round and judgement count."""
     project = managed_project(request, project_id)
     form = TaskFilterForm(request.GET or None)
     tasks = _filtered_tasks(project, form) if request.GET else Task.objects.filter(project=project)

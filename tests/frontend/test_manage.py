@@ -380,6 +380,73 @@ def test_task_browser_paginates_and_keeps_the_filters(mclient, project):
     assert len(_listed(mclient, project, "state=open&page=2")) == 3
 
 
+def _prompted(project, messages, responses=("plain answer", "other answer")) -> Task:
+    task = make_task(project)
+    task.prompt.messages = messages
+    task.prompt.save(update_fields=["messages"])
+    for link, text in zip(task.task_responses.order_by("position"), responses, strict=False):
+        link.response.text = text
+        link.response.save(update_fields=["text"])
+    return task
+
+
+def test_task_browser_searches_prompt_and_response_text(mclient, project, django_assert_max_num_queries):
+    eye = _prompted(project, [{"role": "user", "content": "Tips for eye strain?\n1. The 20/20/20 rule"}])
+    multi = _prompted(
+        project,
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Where is the Café de Flore?"},
+            {"role": "assistant", "content": "In Paris."},
+            {"role": "user", "content": "And its opening hours?"},
+        ],
+    )
+    answered = _prompted(project, [{"role": "user", "content": "Name a colour."}], ("Ultramarine BLUE", "red"))
+    wild = _prompted(project, [{"role": "user", "content": "What does 100% mean?"}], ("a_b", "c"))
+    Task.objects.filter(pk=answered.pk).update(state=TaskState.RETIRED)
+
+    # Case-insensitive substrings of the prompt (any message, line breaks included) and of responses.
+    assert _listed(mclient, project, "q=EYE+STRAIN") == [eye.pk]
+    assert _listed(mclient, project, "q=20%2F20%2F20") == [eye.pk]
+    assert _listed(mclient, project, "q=be+brief") == [multi.pk]  # a system message
+    assert _listed(mclient, project, "q=in+paris") == [multi.pk]  # an earlier assistant turn
+    assert _listed(mclient, project, "q=caf%C3%A9+de") == [multi.pk]  # non-ASCII, stored escaped on SQLite
+    assert _listed(mclient, project, "q=ultramarine+blue") == [answered.pk]
+    # The JSON's keys are not text: "role", "content" and "user" match no task.
+    for word in ("role", "content", "user", "assistant"):
+        assert _listed(mclient, project, f"q={word}") == [], word
+    # LIKE wildcards are literal characters.
+    assert _listed(mclient, project, "q=100%25") == [wild.pk]
+    assert _listed(mclient, project, "q=a_b") == [wild.pk]
+    assert _listed(mclient, project, "q=%25") == [wild.pk]
+    assert _listed(mclient, project, "q=_") == [wild.pk]
+    # Combined with the other filters.
+    assert _listed(mclient, project, "q=blue&state=open") == []
+    assert _listed(mclient, project, "q=blue&state=retired") == [answered.pk]
+    assert _listed(mclient, project, "q=") == sorted([eye.pk, multi.pk, answered.pk, wild.pk])
+    # The search is part of the page's statements: a count and the page, whatever the text.
+    with django_assert_max_num_queries(12) as searched:
+        mclient.get(f"/projects/{project.pk}/tasks/?q=paris&state=open")
+    with django_assert_max_num_queries(12) as unsearched:
+        mclient.get(f"/projects/{project.pk}/tasks/?state=open")
+    assert len(searched.captured_queries) == len(unsearched.captured_queries)
+    response = mclient.get(f"/projects/{project.pk}/tasks/?q=" + "x" * 201)
+    assert "Text: Ensure this value has at most 200 characters" in response.content.decode()
+
+
+def test_task_browser_search_is_kept_in_the_pages_and_escaped(mclient, project):
+    for n in range(53):
+        _prompted(project, [{"role": "user", "content": f'<b>bold</b> & "quoted" question {n}'}])
+    make_task(project)  # one that does not match
+    query = "q=%3Cb%3Ebold%3C%2Fb%3E+%26+%22quoted%22"
+    body = mclient.get(f"/projects/{project.pk}/tasks/?{query}").content.decode()
+    assert "53 tasks match the filters." in body
+    assert 'href="?q=%3Cb%3Ebold%3C%2Fb%3E+%26+%22quoted%22&amp;page=2"' in body
+    assert 'value="&lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;"' in body
+    assert "<b>bold</b>" not in body
+    assert len(_listed(mclient, project, query + "&page=2")) == 3
+
+
 # --- item review ----------------------------------------------------------------------------
 
 
