@@ -24,6 +24,8 @@ from django.conf import settings
 from django.db import transaction
 
 from annotation.models import Judgement, Project
+from arpad.archive import ArchiveRefused, Member, named_members
+from arpad.errors import ServiceError
 from exports.models import ExportSnapshot, ExportState
 from exports.params import ExportParams, InvalidParams
 from jobs.lifecycle import JobAlreadyFinished, job_cancel, job_create, job_execute, job_send
@@ -41,6 +43,33 @@ def snapshot_directory(snapshot: ExportSnapshot) -> Path | None:
     if snapshot.state != ExportState.SUCCEEDED or not snapshot.path:
         return None
     return Path(settings.ARTIFACT_ROOT) / snapshot.path
+
+
+class ExportError(ServiceError):
+    """A refused request about a snapshot (see :class:`arpad.errors.ServiceError`)."""
+
+
+def export_snapshot_files(*, snapshot: ExportSnapshot) -> list[Member]:
+    """Every file of a succeeded snapshot (``manifest.json`` first, then the manifest's list), to download as one archive.
+
+    Only the names the manifest lists, only regular files inside the artifact store and
+    never through a link (``arpad.archive``). Refused with 409: ``not_ready`` before the
+    snapshot succeeded, ``files_missing`` when its files are gone.
+    """
+    directory = snapshot_directory(snapshot)
+    if directory is None:
+        raise ExportError(
+            None, f"export {snapshot.pk} is {snapshot.state}: it has no files", code="not_ready", status=409
+        )
+    try:
+        return named_members(directory, snapshot.file_names)
+    except ArchiveRefused as exc:
+        raise ExportError(
+            None,
+            f"export {snapshot.pk}'s files are gone from the artifact store ({exc})",
+            code="files_missing",
+            status=409,
+        ) from None
 
 
 def export_params_resolve(*, project: Project, params: dict[str, Any]) -> ExportParams:

@@ -11,5 +11,6 @@ urlpatterns = [
     path(f"{_BASE}preview/", views.ExportPreviewView.as_view(), name="api-export-preview"),
     path(f"{_BASE}<int:export_id>/", views.ExportDetailView.as_view(), name="api-export"),
     path(f"{_BASE}<int:export_id>/files/<path:name>", views.ExportFileView.as_view(), name="api-export-file"),
+    path(f"{_BASE}<int:export_id>/archive/", views.ExportArchiveView.as_view(), name="api-export-archive"),
     path(f"{_BASE}<int:export_id>/cancel/", views.ExportCancelView.as_view(), name="api-export-cancel"),
 ]

@@ -3,6 +3,7 @@
 ``POST /projects/{id}/exports/`` queues a snapshot (202) for a worker on the default queue;
 ``GET`` lists them, ``GET .../exports/{export_id}/`` shows one with its manifest, and
 ``GET .../exports/{export_id}/files/{name}`` streams one of its files as an attachment,
+``GET .../exports/{export_id}/archive/`` all of them as one .tar.gz,
 and ``POST .../exports/{export_id}/cancel/`` cancels a queued or running one (the cancel of
 every job kind, ``jobs.api.views.KindCancelView``: 202; a running worker stops at its next
 chunk; 409 when the snapshot had already finished).
@@ -37,7 +38,9 @@ from rest_framework.views import APIView
 from annotation.project_preview import project_preview
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
-from arpad.api.views import NoStoreMixin, ProjectScopedMixin, refusal_response
+from arpad.api.views import NoStoreMixin, ProjectScopedMixin, RefusalMixin, refusal_response
+from arpad.archive import CONTENT_TYPE as ARCHIVE_CONTENT_TYPE
+from arpad.archive import archive_response
 from exports.api.serializers import (
     ExportCreateSerializer,
     ExportSnapshotDetailSerializer,
@@ -46,7 +49,13 @@ from exports.api.serializers import (
 )
 from exports.models import ExportSnapshot
 from exports.params import InvalidParams
-from exports.services import export_params_resolve, export_snapshot_create, export_snapshot_send, snapshot_directory
+from exports.services import (
+    export_params_resolve,
+    export_snapshot_create,
+    export_snapshot_files,
+    export_snapshot_send,
+    snapshot_directory,
+)
 from jobs.api.views import KindCancelView, cancel_schema
 
 _CONTENT_TYPES = {
@@ -140,6 +149,27 @@ class ExportFileView(NoStoreMixin, ProjectScopedMixin, APIView):
             filename=download_name,
             content_type=_CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"),
         )
+
+
+class ExportArchiveView(NoStoreMixin, RefusalMixin, ProjectScopedMixin, APIView):
+    """Download every file of a finished snapshot as one .tar.gz (streamed, as an attachment)."""
+
+    permission_classes = [IsAuthenticated, IsProjectManager]
+
+    @extend_schema(
+        responses={
+            (200, ARCHIVE_CONTENT_TYPE): OpenApiTypes.BINARY,
+            404: OpenApiResponse(description="No such snapshot."),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="The snapshot has not succeeded (code not_ready) or its files are gone (files_missing).",
+            ),
+        }
+    )
+    def get(self, request: Request, project_id: int, export_id: int) -> Any:
+        snapshot = get_object_or_404(ExportSnapshot.objects.filter(project=self.project), pk=export_id)
+        members = export_snapshot_files(snapshot=snapshot)
+        return archive_response(members, filename=f"export-{snapshot.pk}.tar.gz")
 
 
 @cancel_schema(ExportSnapshotSerializer, "snapshot")

@@ -17,4 +17,5 @@ urlpatterns = [
     path(f"{_BASE}<int:number>/", views.VersionDetailView.as_view(), name="api-rm-version"),
     path(f"{_BASE}<int:number>/activate/", views.VersionActivateView.as_view(), name="api-rm-activate"),
     path(f"{_BASE}<int:number>/score/", views.VersionScoreView.as_view(), name="api-rm-score"),
+    path(f"{_BASE}<int:number>/archive/", views.VersionArchiveView.as_view(), name="api-rm-archive"),
 ]

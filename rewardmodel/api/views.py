@@ -1,4 +1,4 @@
-"""API v1: reward-model runs, versions, comparison and scoring (managers of the project only).
+"""API v1: reward-model runs, versions, comparison, scoring and downloads (managers of the project only).
 
 Outsiders get 404 (the project does not exist for them), annotators 403. Refusals of the
 services answer ``{detail, code, field}`` with their status, like the work queue's; so does a
@@ -22,6 +22,8 @@ from rest_framework.views import APIView
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import ProjectScopedMixin, RefusalMixin
+from arpad.archive import CONTENT_TYPE as ARCHIVE_CONTENT_TYPE
+from arpad.archive import archive_response
 from exports.models import ExportSnapshot, ExportState
 from jobs.api.views import KindCancelView, cancel_schema
 from rewardmodel import conf
@@ -33,6 +35,7 @@ from rewardmodel.services import (
     default_base_model,
     reward_model_run_create,
     reward_model_version_activate,
+    reward_model_version_files,
     reward_model_versions_compare,
     score_batch,
 )
@@ -190,6 +193,22 @@ class VersionActivateView(ManagerScoped, APIView):
     def post(self, request: Request, project_id: int, number: int) -> Response:
         version = reward_model_version_activate(version=self.version(number))
         return Response(s.VersionSerializer(self.versions().get(pk=version.pk)).data)
+
+
+class VersionArchiveView(ManagerScoped, APIView):
+    """The version's model directory (safetensors, tokenizer, metrics.json, model card) as one .tar.gz, streamed."""
+
+    @extend_schema(
+        responses={
+            (200, ARCHIVE_CONTENT_TYPE): OpenApiTypes.BINARY,
+            409: OpenApiResponse(ErrorSerializer, description="The model's files are missing (code model_missing)."),
+            **_ERRORS,
+        },
+    )
+    def get(self, request: Request, project_id: int, number: int) -> Any:
+        version = self.version(number)
+        members = reward_model_version_files(version=version)
+        return archive_response(members, filename=f"reward-model-{self.project.pk}-v{version.number}.tar.gz")
 
 
 class VersionScoreView(ManagerScoped, APIView):

@@ -13,7 +13,11 @@ The names callers use are importable from here.
 
 from rewardmodel.services.compare import reward_model_versions_compare, score_batch, scorer_cache, validation_pairs
 from rewardmodel.services.errors import RewardModelError
-from rewardmodel.services.registry import reward_model_version_activate, reward_model_version_create
+from rewardmodel.services.registry import (
+    reward_model_version_activate,
+    reward_model_version_create,
+    reward_model_version_files,
+)
 from rewardmodel.services.rules import retrain_rule_check, retrain_rules_check
 from rewardmodel.services.runs import (
     OUTSIDE_REGISTRY,
@@ -46,6 +50,7 @@ __all__ = [
     "reward_model_run_create",
     "reward_model_version_activate",
     "reward_model_version_create",
+    "reward_model_version_files",
     "reward_model_versions_compare",
     "run_output_dir",
     "score_batch",

@@ -8,8 +8,11 @@ from django.db import transaction
 from django.db.models import Max
 
 from annotation.models import Project
+from arpad.archive import ArchiveRefused, Member, directory_members
 from jobs.lifecycle import json_safe
 from rewardmodel.models import RewardModelRun, RewardModelVersion
+from rewardmodel.services.errors import RewardModelError
+from rewardmodel.services.runs import version_model_dir
 
 
 def reward_model_version_create(*, run: RewardModelRun, metrics: dict[str, Any]) -> RewardModelVersion:
@@ -50,3 +53,22 @@ def reward_model_version_activate(*, version: RewardModelVersion) -> RewardModel
     RewardModelVersion.objects.filter(pk=version.pk).update(is_active=True)
     version.is_active = True
     return version
+
+
+def reward_model_version_files(*, version: RewardModelVersion) -> list[Member]:
+    """The files of a version's model directory (weights, tokenizer, metrics, model card), to download as one archive.
+
+    Only regular files inside the artifact store, never through a link (``arpad.archive``).
+    A version whose directory is gone or incomplete (no ``config.json``) is refused with 409,
+    as scoring refuses it.
+    """
+    missing = RewardModelError(
+        None, f"the files of {version.label} are missing from the artifact store", code="model_missing", status=409
+    )
+    try:
+        members = directory_members(version_model_dir(version))
+    except ArchiveRefused:
+        raise missing from None
+    if not any(member.name == "config.json" for member in members):
+        raise missing
+    return members
