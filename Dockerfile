@@ -16,6 +16,7 @@ WORKDIR /app
 COPY pyproject.toml requirements.lock README.md ./
 COPY arpad ./arpad
 COPY annotation ./annotation
+COPY accounts ./accounts
 COPY exports ./exports
 COPY jobs ./jobs
 COPY rewardmodel ./rewardmodel

@@ -8,6 +8,12 @@ plus an expiry: a token stops working ``ARPAD_API_TOKEN_MAX_AGE_DAYS`` after it 
 one with the password hands back the live one, or a new one if it expired or if asked to
 rotate, and the caller can delete theirs. Logging out of the web UI leaves it alone: it
 belongs to scripts, not to the browser session.
+
+Named tokens (``accounts.models.ApiToken``, made on /accounts/tokens/) go through the same
+header. Their keys start with ``arpad_``, which picks the table without a query; the key
+is looked up by its SHA-256 digest, in one raw query too, and refused with 401 saying why
+once revoked or expired. Their ``last_used_at`` is written at most once a minute per
+token, so a script's burst of requests costs one write, not one per request.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
+from accounts.models import API_TOKEN_KEY_PREFIX, ApiToken, key_digest
+
+# How stale a named token's last_used_at may get before a request writes it again.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
 
 def api_token_max_age() -> timedelta:
     return timedelta(days=settings.ARPAD_API_TOKEN_MAX_AGE_DAYS)
@@ -32,7 +43,9 @@ def api_token_expires_at(token: Token) -> datetime:
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+    def authenticate_credentials(self, key: str) -> tuple[Any, Token | ApiToken]:
+        if key.startswith(API_TOKEN_KEY_PREFIX):
+            return self.authenticate_named(key)
         user_model = get_user_model()
         # Bound the way the ORM binds a DateTimeField (on SQLite, the stored text format).
         cutoff = connection.ops.adapt_datetimefield_value(timezone.now() - api_token_max_age())
@@ -51,6 +64,35 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return user, Token(key=key, user=user)
+
+    def authenticate_named(self, key: str) -> tuple[Any, ApiToken]:
+        user_model = get_user_model()
+        now = timezone.now()
+        adapt = connection.ops.adapt_datetimefield_value
+        users = list(
+            user_model.objects.raw(
+                # Expired by its own expiry, or by the setting as it is now (in case it was lowered since).
+                "SELECT u.*, t.id AS api_token_id, t.revoked_at IS NOT NULL AS token_revoked,"  # noqa: S608 - table names from model metadata
+                " (t.expires_at <= %s OR t.created_at < %s) AS token_expired,"
+                " (t.last_used_at IS NOT NULL AND t.last_used_at >= %s) AS token_seen_recently"
+                f" FROM {user_model._meta.db_table} u"
+                f" JOIN {ApiToken._meta.db_table} t ON t.user_id = u.{user_model._meta.pk.column}"
+                " WHERE t.key_digest = %s",
+                [adapt(now), adapt(now - api_token_max_age()), adapt(now - LAST_USED_RESOLUTION), key_digest(key)],
+            )
+        )
+        if not users:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        user = users[0]
+        if user.token_revoked:
+            raise exceptions.AuthenticationFailed("Token revoked: create a new one at /accounts/tokens/.")
+        if user.token_expired:
+            raise exceptions.AuthenticationFailed("Token expired: create a new one at /accounts/tokens/.")
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        if not user.token_seen_recently:
+            ApiToken.objects.filter(pk=user.api_token_id).update(last_used_at=now)
+        return user, ApiToken(pk=user.api_token_id, user=user)
 
 
 @transaction.atomic

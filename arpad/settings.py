@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "arpad",
     "jobs",
     "annotation",
+    "accounts",
     "exports",
     "rewardmodel",
     "rlloop",
@@ -133,6 +134,11 @@ ARPAD_LOGIN_WINDOW_SECONDS = env_int("ARPAD_LOGIN_WINDOW_SECONDS", 900, minimum=
 ARPAD_TOKEN_REQUESTS_PER_MINUTE = env_int("ARPAD_TOKEN_REQUESTS_PER_MINUTE", 60, minimum=1)
 # An API token stops working this many days after it was issued (arpad/authentication.py).
 ARPAD_API_TOKEN_MAX_AGE_DAYS = env_int("ARPAD_API_TOKEN_MAX_AGE_DAYS", 30, minimum=1)
+# Named API tokens (accounts app): how many live ones (neither revoked nor expired) a user may hold.
+ARPAD_API_TOKENS_PER_USER = env_int("ARPAD_API_TOKENS_PER_USER", 20, minimum=1)
+# Invitation links (accounts app): hours a link works, and links one manager may create per 24 hours.
+ARPAD_INVITATION_MAX_AGE_HOURS = env_int("ARPAD_INVITATION_MAX_AGE_HOURS", 72, minimum=1)
+ARPAD_INVITATIONS_PER_DAY = env_int("ARPAD_INVITATIONS_PER_DAY", 50, minimum=1)
 # Proxies in front of the web process, each appending the address it saw to X-Forwarded-For:
 # the client's address is the one the outermost of them wrote. 0: the header is ignored
 # (anyone can write anything in it) and the peer's address counts.

@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/v1/", include("rewardmodel.api.urls")),
     path("api/v1/", include("rlloop.api.urls")),
     path("api/v1/", include("jobs.api.urls")),
+    path("api/v1/", include("accounts.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Swagger UI with the app's header, and no inline style for the CSP to refuse (frontend/api_docs.html).
     path(
@@ -18,6 +19,8 @@ urlpatterns = [
         name="api-docs",
     ),
     path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Invitation links and the API tokens page (the login page is frontend's).
+    path("", include("accounts.urls")),
     path("", include("frontend.urls")),
 ]
 

@@ -22,6 +22,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.forms import InviteForm
+from accounts.services import (
+    AccountError,
+    IssuedInvitation,
+    UsernameTaken,
+    invitation_create,
+    invitation_reissue,
+    invitations_awaiting,
+)
+from accounts.views import add_refusal, invitation_link
 from annotation import project_services, queue_sql
 from annotation.api.serializers import ImportCreateSerializer
 from annotation.import_jobs import import_job_create, import_job_send
@@ -40,6 +50,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.project_services import ProjectRefused, can_create_projects
+from arpad.http import no_store
 from frontend.access import managed_project
 from frontend.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, ProjectForm, TaskFilterForm, add_reasons
 
@@ -103,13 +114,34 @@ def _guidelines_preview(request: HttpRequest, form: ProjectForm) -> str:
 
 
 @login_required
+@no_store  # an invitation link, shown once in the answer that made it
 def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
-    """List members; add one by username, change a role, remove one. A project keeps a manager."""
+    """List members; add one by username or create an account with an invitation link, change a role,
+    remove one. A project keeps a manager."""
     project = managed_project(request, project_id)
     add_form = MemberAddForm()
+    invite_form = InviteForm(prefix="invite")
+    invited: IssuedInvitation | None = None
+    taken = None
     if request.method == "POST":
         action = request.POST.get("action")
-        if action == "add":
+        if action == "invite":
+            invite_form = InviteForm(request.POST, prefix="invite")
+            if invite_form.is_valid():
+                try:
+                    invited = invitation_create(project=project, created_by=request.user, **invite_form.cleaned_data)
+                except UsernameTaken as exc:
+                    add_refusal(invite_form, exc)
+                    taken = exc.existing
+                except AccountError as exc:
+                    add_refusal(invite_form, exc)
+                else:
+                    invite_form = InviteForm(prefix="invite")
+        elif action == "reinvite":
+            invited = _reinvite(request, project)
+            if invited is None:
+                return redirect("project-members", project_id=project.pk)
+        elif action == "add":
             add_form = MemberAddForm(request.POST)
             if add_form.is_valid():
                 try:
@@ -130,12 +162,43 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
         else:
             messages.error(request, "Unknown action.")
             return redirect("project-members", project_id=project.pk)
-    members = (
+    members = list(
         Membership.objects.filter(project=project)
         .select_related("user", "user__imported_account", "user__simulated_annotator")
         .order_by("role", "user__username")
     )
-    return _page(request, "members.html", project, "members", members=members, add_form=add_form, roles=Role.choices)
+    awaiting = invitations_awaiting(project=project)
+    for membership in members:
+        membership.invitation = awaiting.get(membership.user_id)
+    return _page(
+        request,
+        "members.html",
+        project,
+        "members",
+        members=members,
+        add_form=add_form,
+        roles=Role.choices,
+        invite_form=invite_form,
+        invited=invited,
+        invite_link=invitation_link(request, invited) if invited else None,
+        taken=taken,
+        taken_is_member=taken is not None and any(m.user_id == taken.pk for m in members),
+    )
+
+
+def _reinvite(request: HttpRequest, project: Project) -> IssuedInvitation | None:
+    """A new invitation link for a member who never used theirs; None (with the reason as a message) if refused."""
+    form = MemberRemoveForm(request.POST)  # the same single field: user_id
+    if not form.is_valid():
+        messages.error(request, "That request was malformed: user_id: a member's id is needed.")
+        return None
+    try:
+        return invitation_reissue(project=project, created_by=request.user, user_id=form.cleaned_data["user_id"])
+    except Membership.DoesNotExist:
+        messages.error(request, "That user is not a member of this project.")
+    except AccountError as exc:
+        messages.error(request, exc.message)
+    return None
 
 
 def _still_manages(request: HttpRequest, project: Project) -> bool:

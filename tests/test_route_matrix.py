@@ -28,6 +28,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.services import invitation_create, named_token_create
 from annotation import services
 from annotation.models import Membership, Role
 from exports.models import ExportSnapshot
@@ -40,13 +41,15 @@ from tests.jobkinds.models import CountdownJob
 
 # Access rules. PUBLIC: anyone. LOGIN: anyone signed in. MEMBER / MANAGER: of the project.
 # ASSIGNEE: the annotator who holds the assignment. STAFF: staff users.
-# CREATOR: staff, or users granted annotation.add_project.
+# CREATOR: staff, or users granted annotation.add_project. OWNER: the annotator, whose API token it is.
 PUBLIC, LOGIN, CREATOR = "public", "login", "creator"
-MEMBER, MANAGER, ASSIGNEE = "member", "manager", "assignee"
+MEMBER, MANAGER, ASSIGNEE, OWNER = "member", "manager", "assignee", "owner"
 
 ROUTES: dict[str, dict[str, str]] = {
     # --- REST API ---------------------------------------------------------------------------
     "api-token": {"post": PUBLIC, "delete": LOGIN},
+    "api-auth-tokens": {"get": LOGIN, "post": LOGIN},
+    "api-auth-token": {"delete": OWNER},
     "api-projects": {"get": LOGIN, "post": CREATOR},
     "api-project": {"get": MEMBER, "patch": MANAGER, "delete": MANAGER},
     "api-members": {"get": MANAGER, "post": MANAGER},
@@ -66,10 +69,10 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-export-preview": {"get": MANAGER},
     "api-export": {"get": MANAGER},
     "api-export-file": {"get": MANAGER},
+    "api-export-archive": {"get": MANAGER},
     "api-export-cancel": {"post": MANAGER},
     "api-rm-versions": {"get": MANAGER},
     "api-rm-runs": {"get": MANAGER, "post": MANAGER},
-    "api-export-archive": {"get": MANAGER},
     "api-rm-bases": {"get": MANAGER},
     "api-rm-run": {"get": MANAGER},
     "api-rm-run-cancel": {"post": MANAGER},
@@ -78,10 +81,10 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-rm-version": {"get": MANAGER},
     "api-rm-activate": {"post": MANAGER},
     "api-rm-score": {"post": MANAGER},
+    "api-rm-archive": {"get": MANAGER},
     "api-policies": {"get": MANAGER, "post": MANAGER},
     "api-policy-checkpoints": {"get": MANAGER},
     "api-policy": {"get": MANAGER},
-    "api-rm-archive": {"get": MANAGER},
     "api-policy-reference": {"post": MANAGER},
     "api-rl-rounds": {"get": MANAGER, "post": MANAGER},
     "api-rl-round": {"get": MANAGER},
@@ -104,6 +107,8 @@ ROUTES: dict[str, dict[str, str]] = {
     # --- pages ------------------------------------------------------------------------------
     "favicon": {"get": PUBLIC},
     "login": {"get": PUBLIC},
+    "account-invite": {"get": PUBLIC, "post": PUBLIC},
+    "account-tokens": {"get": LOGIN, "post": LOGIN},
     "logout": {"post": PUBLIC},
     "project-list": {"get": LOGIN},
     "project-create": {"get": CREATOR, "post": CREATOR},
@@ -122,6 +127,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "rewardmodel-run": {"get": MANAGER},
     "rewardmodel-activate": {"post": MANAGER},
     "rewardmodel-compare": {"get": MANAGER},
+    "rewardmodel-score": {"post": MANAGER},
+    "rewardmodel-rule": {"post": MANAGER},
     "policy-list": {"get": MANAGER, "post": MANAGER},
     "policy-register": {"post": MANAGER},
     "policy-reference": {"post": MANAGER},
@@ -225,6 +232,10 @@ def world(db, settings, tmp_path, job_messages) -> World:
     sampling = job_create(SamplingJob, project=project, target=project)
     cycle = LoopCycle.objects.create(project=project, number=1, policy=policy)
     LoopRule.objects.create(project=project, min_new_pairs=5)
+    invited = invitation_create(
+        project=project, created_by=people["manager"], username="matrix-invited", role="annotator"
+    )
+    named_token = named_token_create(user=people["annotator"], name="matrix").token
     kwargs = {
         "project_id": project.pk,
         "user_id": people["annotator"].pk,
@@ -238,6 +249,8 @@ def world(db, settings, tmp_path, job_messages) -> World:
         "kind": "countdown",
         "round_id": policy_round.pk,
         "cycle_id": cycle.pk,
+        "key": invited.key,
+        "token_id": named_token.pk,
     }
     world = World(project, people, kwargs)
     world.kwargs["_countdown"] = countdown.pk
@@ -274,7 +287,7 @@ def expected_refusal(access: str, persona: str, is_api: bool) -> set[int] | None
         return None
     if access == MANAGER:
         return None if persona == "manager" else {403}
-    if access == ASSIGNEE:
+    if access in (ASSIGNEE, OWNER):
         return None if persona == "annotator" else {404}
     raise AssertionError(access)
 
