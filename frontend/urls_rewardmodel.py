@@ -13,4 +13,7 @@ urlpatterns = [
         name="rewardmodel-activate",
     ),
     path("projects/<int:project_id>/reward-models/compare/", views.reward_model_compare, name="rewardmodel-compare"),
+    # The scoring playground and the retrain rule: forms of the list page.
+    path("projects/<int:project_id>/reward-models/score/", views.reward_model_score_view, name="rewardmodel-score"),
+    path("projects/<int:project_id>/reward-models/rule/", views.reward_model_rule_view, name="rewardmodel-rule"),
 ]

@@ -13,6 +13,7 @@ and absolute paths in a run's log and data are replaced (``frontend.text``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django import forms
@@ -29,16 +30,19 @@ from annotation.models import Project
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
 from frontend.text import scrub_paths, scrub_value
-from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
+from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.options import LORA_RANK_BOUNDS, OPTION_BOUNDS
 from rewardmodel.services import (
     RewardModelError,
     base_model_label,
     base_model_names,
     default_base_model,
+    retrain_rule_set,
     reward_model_run_create,
+    reward_model_score,
     reward_model_version_activate,
     reward_model_versions_compare,
+    train_config_fields,
 )
 
 RUNS_LISTED = 30
@@ -137,6 +141,137 @@ class TrainForm(forms.Form):
         return config
 
 
+class PlaygroundForm(forms.Form):
+    """One prompt and 2..N responses to score with a version (the scoring API's service, ``reward_model_score``).
+
+    The responses are fields ``response_1`` .. ``response_N``: as many as were posted (the
+    page's script adds fields), at least ``PLAYGROUND_SHOWN`` and at most ``PLAYGROUND_MAX``.
+    """
+
+    prefix = "score"
+    PLAYGROUND_SHOWN = 3
+    PLAYGROUND_MAX = 12
+
+    version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Version")
+    prompt = forms.CharField(strip=False, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt")
+
+    def __init__(self, *args: Any, versions: list[RewardModelVersion], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        active = next((v for v in versions if v.is_active), None)
+        self.fields["version"].choices = [
+            ("", f"the active version ({active.label})" if active else "the active version (none)")
+        ] + [(v.number, v.label) for v in versions]
+        posted = 0
+        if self.is_bound:
+            posted = sum(1 for key in self.data if key.startswith(f"{self.prefix}-response_"))
+        for n in range(1, min(max(self.PLAYGROUND_SHOWN, posted), self.PLAYGROUND_MAX) + 1):
+            self.fields[f"response_{n}"] = forms.CharField(
+                required=False, strip=False, widget=forms.Textarea(attrs={"rows": 3}), label=f"Response {n}"
+            )
+
+    def response_fields(self) -> list[Any]:
+        return [self[name] for name in self.fields if name.startswith("response_")]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        filled = [(name, data[name]) for name in self.fields if name.startswith("response_") and data.get(name)]
+        if len(filled) < 2:
+            empty = next(name for name in ("response_1", "response_2") if not data.get(name))
+            self.add_error(empty, "Give at least two responses to compare.")
+        self.filled = filled
+        return data
+
+
+def _softmax(values: list[float]) -> list[float]:
+    top = max(values)
+    weights = [math.exp(v - top) for v in values]
+    return [w / sum(weights) for w in weights]
+
+
+def _playground_score(form: PlaygroundForm, project: Project) -> dict[str, Any] | None:
+    """Score a valid form's responses; errors go onto the form, named by field."""
+    number = form.cleaned_data["version"]
+    versions = RewardModelVersion.objects.filter(project=project)
+    version = versions.filter(number=number).first() if number is not None else versions.filter(is_active=True).first()
+    if version is None:
+        form.add_error("version", "No active version: train one, activate one, or choose a version.")
+        return None
+    prompt = form.cleaned_data["prompt"]
+    try:
+        rewards = reward_model_score(version=version, items=[(prompt, text) for _, text in form.filled])
+    except RewardModelError as exc:
+        # items[i] is the i-th filled response.
+        index = exc.field[len("items[") : -1] if exc.field and exc.field.startswith("items[") else ""
+        target = form.filled[int(index)][0] if index.isdigit() else ("version" if exc.code == "model_missing" else None)
+        form.add_error(target, exc.message[0].upper() + exc.message[1:] + ".")
+        return None
+    order = sorted(range(len(rewards)), key=lambda i: -rewards[i])
+    first = _softmax(rewards)
+    rows = [
+        {
+            "label": form.fields[name].label,
+            "text": text,
+            "score": rewards[i],
+            "rank": order.index(i) + 1,
+            "first": first[i],
+        }
+        for i, (name, text) in enumerate(form.filled)
+    ]
+    return {"version": version, "rows": rows}
+
+
+class RetrainRuleForm(forms.Form):
+    """The project's retrain rule (``RetrainRule``); ``retrain_rule_set`` checks it as a run's options are checked.
+
+    Training options left empty take the trainer's defaults.
+    """
+
+    prefix = "rule"
+    enabled = forms.BooleanField(required=False, initial=True, label="Retrain by itself")
+    min_new_pairs = forms.IntegerField(min_value=1, initial=1000, label="New agreed pairs")
+    base_model = forms.ChoiceField(required=False, label="Base model")
+    epochs = forms.IntegerField(min_value=_low("epochs"), max_value=_high("epochs"), required=False)
+    learning_rate = forms.FloatField(
+        min_value=_low("learning_rate"), max_value=_high("learning_rate"), required=False, label="Learning rate"
+    )
+    max_length = forms.IntegerField(
+        min_value=_low("max_length"), max_value=_high("max_length"), required=False, label="Max tokens"
+    )
+    lora_r = forms.IntegerField(
+        min_value=LORA_RANK_BOUNDS[0], max_value=LORA_RANK_BOUNDS[1], required=False, label="LoRA rank"
+    )
+    CONFIG_FIELDS = ("epochs", "learning_rate", "max_length")
+
+    def __init__(self, *args: Any, rule: RetrainRule | None, **kwargs: Any) -> None:
+        if rule is not None and not args and "data" not in kwargs:
+            config = rule.config if isinstance(rule.config, dict) else {}
+            lora = config.get("lora")
+            kwargs["initial"] = {
+                "enabled": rule.enabled,
+                "min_new_pairs": rule.min_new_pairs,
+                "base_model": rule.base_model,
+                **{name: config.get(name) for name in self.CONFIG_FIELDS},
+                "lora_r": lora.get("r") if isinstance(lora, dict) else None,
+            }
+        super().__init__(*args, **kwargs)
+        names = base_model_names()
+        choices = [("", "the base of the active version")] + [(name, name) for name in names]
+        if rule is not None and rule.base_model and rule.base_model not in names:
+            choices.append((rule.base_model, f"{rule.base_model} (not registered any more)"))
+        self.fields["base_model"].choices = choices
+        defaults = train_config_fields()
+        for name in self.CONFIG_FIELDS:
+            self.fields[name].help_text = f"Empty: {defaults[name]:g}."
+        self.fields["lora_r"].help_text = "Empty: train every weight."
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        config = {name: data[name] for name in self.CONFIG_FIELDS if data.get(name) is not None}
+        if data.get("lora_r"):
+            config["lora"] = {"r": data["lora_r"], "alpha": 2 * data["lora_r"]}
+        return config
+
+
 def _run_rows(project: Project) -> list[dict[str, Any]]:
     runs = RewardModelRun.objects.filter(project=project).select_related("version", "created_by")[:RUNS_LISTED]
     return [{**run_json(project, run), "job": run} for run in runs]
@@ -180,6 +315,34 @@ def _version_rows(project: Project) -> list[dict[str, Any]]:
     return rows
 
 
+def _render_list(
+    request: HttpRequest,
+    project: Project,
+    *,
+    form: TrainForm | None = None,
+    playground: PlaygroundForm | None = None,
+    scored: dict[str, Any] | None = None,
+    rule_form: RetrainRuleForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    versions = _version_rows(project)
+    rule = RetrainRule.objects.filter(project=project).select_related("last_run", "pending_snapshot").first()
+    form = form or TrainForm(project=project)
+    context = {
+        "project": project,
+        "form": form,
+        "runs": _run_rows(project),
+        "versions": versions,
+        "metric_labels": [label for _, label in VERSION_METRICS],
+        "has_snapshot": bool(form.fields["snapshot"].choices),
+        "playground": playground or PlaygroundForm(versions=[row["version"] for row in versions]),
+        "scored": scored,
+        "rule": rule,
+        "rule_form": rule_form or RetrainRuleForm(rule=rule),
+    }
+    return render(request, "frontend/rewardmodel/list.html", context, status=status)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def reward_model_list(request: HttpRequest, project_id: int) -> HttpResponse:
@@ -208,15 +371,47 @@ def reward_model_list(request: HttpRequest, project_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Run {run.pk} was created.")
             return redirect("rewardmodel-run", project_id=project.pk, run_id=run.pk)
-    context = {
-        "project": project,
-        "form": form,
-        "runs": _run_rows(project),
-        "versions": _version_rows(project),
-        "metric_labels": [label for _, label in VERSION_METRICS],
-        "has_snapshot": bool(form.fields["snapshot"].choices),
-    }
-    return render(request, "frontend/rewardmodel/list.html", context, status=400 if form.errors else 200)
+    return _render_list(request, project, form=form, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def reward_model_score_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The playground: score the posted responses and show the list page with the scores (or the errors)."""
+    project = managed_project(request, project_id)
+    versions = list(RewardModelVersion.objects.filter(project=project).order_by("-number"))
+    playground = PlaygroundForm(request.POST, versions=versions)
+    scored = _playground_score(playground, project) if playground.is_valid() else None
+    return _render_list(request, project, playground=playground, scored=scored, status=200 if scored else 400)
+
+
+@login_required
+@require_POST
+def reward_model_rule_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Create, change or switch off the project's retrain rule."""
+    project = managed_project(request, project_id)
+    rule = RetrainRule.objects.filter(project=project).first()
+    rule_form = RetrainRuleForm(request.POST, rule=rule)
+    if rule_form.is_valid():
+        data = rule_form.cleaned_data
+        try:
+            rule = retrain_rule_set(
+                project=project,
+                enabled=data["enabled"],
+                min_new_pairs=data["min_new_pairs"],
+                base_model=data["base_model"],
+                config=rule_form.config(),
+            )
+        except RewardModelError as exc:
+            name = (exc.field or "").removeprefix("config.")
+            name = "lora_r" if name == "lora" else name
+            target = name if name in rule_form.fields else None
+            rule_form.add_error(target, exc.message if target else f"{exc.field}: {exc.message}")
+        else:
+            state = "on" if rule.enabled else "off"
+            messages.success(request, f"The retrain rule is {state}: a run per {rule.min_new_pairs} new agreed pairs.")
+            return redirect(reverse("rewardmodel-list", args=[project.pk]) + "#rule-h")
+    return _render_list(request, project, rule_form=rule_form, status=400)
 
 
 @login_required

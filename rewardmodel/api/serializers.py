@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from arpad.api.serializers import MessagesField, conversation_chars
+from arpad.api.serializers import MessagesField
 from jobs.api.serializers import JOB_FIELDS, JobSerializer
 from rewardmodel import conf
 from rewardmodel.models import RewardModelRun, RewardModelVersion
@@ -152,11 +152,6 @@ class PromptField(MessagesField):
 class ScoreItemSerializer(serializers.Serializer):
     prompt = PromptField(max_messages=conf.score_max_messages)
     response = serializers.CharField(allow_blank=True, trim_whitespace=False)
-
-
-def score_item_chars(prompt: str | list[dict[str, str]], response: str) -> int:
-    """What ``REWARDMODEL_SCORE_MAX_CHARS`` bounds: every character of the item, roles included."""
-    return len(response) + (len(prompt) if isinstance(prompt, str) else conversation_chars(prompt))
 
 
 class ScoreRequestSerializer(serializers.Serializer):

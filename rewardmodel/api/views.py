@@ -26,7 +26,6 @@ from arpad.archive import CONTENT_TYPE as ARCHIVE_CONTENT_TYPE
 from arpad.archive import archive_response
 from exports.models import ExportSnapshot, ExportState
 from jobs.api.views import KindCancelView, cancel_schema
-from rewardmodel import conf
 from rewardmodel.api import serializers as s
 from rewardmodel.models import RewardModelRun, RewardModelVersion, RunTrigger
 from rewardmodel.services import (
@@ -34,10 +33,11 @@ from rewardmodel.services import (
     base_model_names,
     default_base_model,
     reward_model_run_create,
+    reward_model_score,
     reward_model_version_activate,
     reward_model_version_files,
     reward_model_versions_compare,
-    score_batch,
+    score_items_count_check,
 )
 
 _ERRORS = {
@@ -225,20 +225,12 @@ class VersionScoreView(ManagerScoped, APIView):
     def post(self, request: Request, project_id: int, number: Any = "active") -> Response:
         version = self.version(number)
         items = request.data.get("items") if isinstance(request.data, dict) else None
-        limit = conf.score_max_items()
-        if isinstance(items, list) and len(items) > limit:
-            raise RewardModelError("items", f"at most {limit} items per request, got {len(items)}")
+        if isinstance(items, list):
+            score_items_count_check(len(items))  # before the serializer reads each of them
         incoming = s.ScoreRequestSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         pairs = [(item["prompt"], item["response"]) for item in incoming.validated_data["items"]]
-        max_chars = conf.score_max_chars()
-        for i, (prompt, response) in enumerate(pairs):
-            size = s.score_item_chars(prompt, response)
-            if size > max_chars:
-                raise RewardModelError(
-                    f"items[{i}]", f"prompt and response hold {size} characters; at most {max_chars}"
-                )
-        rewards = score_batch(version, pairs)
+        rewards = reward_model_score(version=version, items=pairs)
         return Response({"version": version.number, "rewards": rewards})
 
 

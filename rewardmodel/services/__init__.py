@@ -11,14 +11,21 @@
 The names callers use are importable from here.
 """
 
-from rewardmodel.services.compare import reward_model_versions_compare, score_batch, scorer_cache, validation_pairs
+from rewardmodel.services.compare import (
+    reward_model_score,
+    reward_model_versions_compare,
+    score_batch,
+    score_items_count_check,
+    scorer_cache,
+    validation_pairs,
+)
 from rewardmodel.services.errors import RewardModelError
 from rewardmodel.services.registry import (
     reward_model_version_activate,
     reward_model_version_create,
     reward_model_version_files,
 )
-from rewardmodel.services.rules import retrain_rule_check, retrain_rules_check
+from rewardmodel.services.rules import retrain_rule_check, retrain_rule_set, retrain_rules_check
 from rewardmodel.services.runs import (
     OUTSIDE_REGISTRY,
     PLATFORM_KEYS,
@@ -45,15 +52,18 @@ __all__ = [
     "default_base_model",
     "resolve_path",
     "retrain_rule_check",
+    "retrain_rule_set",
     "retrain_rules_check",
     "reward_model_run_cancel",
     "reward_model_run_create",
+    "reward_model_score",
     "reward_model_version_activate",
     "reward_model_version_create",
     "reward_model_version_files",
     "reward_model_versions_compare",
     "run_output_dir",
     "score_batch",
+    "score_items_count_check",
     "scorer_cache",
     "train_config_fields",
     "train_config_resolve",

@@ -67,6 +67,38 @@ def score_batch(
     return [float(r) for r in scorer.score(list(items), batch_size=batch_size)]
 
 
+def score_item_chars(prompt: str | list[dict[str, str]], response: str) -> int:
+    """What ``REWARDMODEL_SCORE_MAX_CHARS`` bounds: every character of the item, roles included."""
+    if isinstance(prompt, str):
+        return len(response) + len(prompt)
+    return len(response) + sum(len(m["role"]) + len(m["content"]) for m in prompt)
+
+
+def score_items_count_check(count: int) -> None:
+    """Refuse more items than one request may score (``REWARDMODEL_SCORE_MAX_ITEMS``), before reading them."""
+    limit = conf.score_max_items()
+    if count > limit:
+        raise RewardModelError("items", f"at most {limit} items per request, got {count}")
+
+
+def reward_model_score(
+    *, version: RewardModelVersion, items: list[tuple[list[dict[str, str]] | str, str]]
+) -> list[float]:
+    """Rewards of (prompt, response) items under ``version``, within the platform's bounds.
+
+    What the scoring API and the reward-model page's playground both call: at most
+    ``REWARDMODEL_SCORE_MAX_ITEMS`` items and ``REWARDMODEL_SCORE_MAX_CHARS`` characters
+    per item (field ``items[i]``), then :func:`score_batch`.
+    """
+    score_items_count_check(len(items))
+    max_chars = conf.score_max_chars()
+    for i, (prompt, response) in enumerate(items):
+        size = score_item_chars(prompt, response)
+        if size > max_chars:
+            raise RewardModelError(f"items[{i}]", f"prompt and response hold {size} characters; at most {max_chars}")
+    return score_batch(version, items)
+
+
 # --- comparison -----------------------------------------------------------------------------
 
 

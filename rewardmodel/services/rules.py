@@ -11,9 +11,45 @@ from django.utils import timezone
 from exports.models import ExportState
 from rewardmodel.models import RetrainRule, RewardModelRun, RewardModelVersion, RunState, RunTrigger
 from rewardmodel.services.errors import RewardModelError
-from rewardmodel.services.runs import base_model_name_of, reward_model_run_create
+from rewardmodel.services.runs import (
+    base_model_name_of,
+    base_model_resolve,
+    reward_model_run_create,
+    train_config_resolve,
+)
 
 logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def retrain_rule_set(
+    *,
+    project: Any,
+    enabled: bool = True,
+    min_new_pairs: int = 1000,
+    base_model: str = "",
+    config: dict[str, Any] | None = None,
+) -> RetrainRule:
+    """Create or change the project's retrain rule; its base and options are checked as a run's are.
+
+    ``base_model`` is a registered name, or "" for the base the active version was trained
+    from. ``config`` holds the training options the rule's runs set (the others keep the
+    trainer's defaults); it is stored as given once ``train_config_resolve`` accepts it.
+    Switching the rule off keeps its settings and its last outcome.
+    """
+    if isinstance(min_new_pairs, bool) or not isinstance(min_new_pairs, int) or min_new_pairs < 1:
+        raise RewardModelError("min_new_pairs", "must be an integer of at least 1")
+    if not isinstance(base_model, str):
+        raise RewardModelError("base_model", "must be the name of a registered base model")
+    if base_model:
+        base_model_resolve(project=project, name=base_model, parent_version=None)
+    config = dict(config or {})
+    train_config_resolve(config)
+    rule, _ = RetrainRule.objects.update_or_create(
+        project=project,
+        defaults={"enabled": bool(enabled), "min_new_pairs": min_new_pairs, "base_model": base_model, "config": config},
+    )
+    return rule
 
 
 def retrain_rules_check(*, now: Any = None) -> list[tuple[int, str]]:

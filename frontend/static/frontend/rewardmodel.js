@@ -77,5 +77,39 @@ function initRun(data) {
   });
 }
 
+// --- the list page's scoring playground ------------------------------------------------
+
+// "Add a response" copies the last response field (the form takes as many as are posted,
+// up to data-max); without the script the page shows a fixed number of fields.
+function initPlayground() {
+  const box = document.getElementById("playground-responses");
+  const add = document.getElementById("add-response");
+  if (!box || !add) return;
+  const max = Number(box.dataset.max) || 12;
+  const count = () => box.querySelectorAll("textarea").length;
+  const refresh = () => {
+    add.hidden = count() >= max;
+  };
+  add.addEventListener("click", () => {
+    const n = count() + 1;
+    const copy = box.lastElementChild.cloneNode(true);
+    copy.classList.remove("invalid");
+    for (const error of copy.querySelectorAll(".field-error")) error.remove();
+    const area = copy.querySelector("textarea");
+    const label = copy.querySelector("label");
+    area.name = area.name.replace(/_\d+$/, `_${n}`);
+    area.id = area.id.replace(/_\d+$/, `_${n}`);
+    area.textContent = "";
+    area.value = "";
+    label.htmlFor = area.id;
+    label.textContent = `Response ${n}`;
+    box.appendChild(copy);
+    area.focus();
+    refresh();
+  });
+  refresh();
+}
+
 const run = pageData("rm-run-data");
 if (run) initRun(run);
+initPlayground();
