@@ -15,10 +15,8 @@ from annotation.models import Role
 class InviteForm(forms.Form):
     """A new account for the members page (prefix ``invite``: beside the form that adds an existing one)."""
 
-    username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
-    email = forms.EmailField(
-        label="Email (optional)", required=False, help_text="Kept on the account; nothing is sent."
-    )
+    username = forms.CharField(max_length=150)
+    email = forms.EmailField(label="Email (optional)", required=False)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
 
 
