@@ -255,7 +255,7 @@ class RetrainRuleForm(forms.Form):
             }
         super().__init__(*args, **kwargs)
         names = base_model_names()
-        choices = [("", "the base of the active version")] + [(name, name) for name in names]
+        choices = [("", "the active version's")] + [(name, name) for name in names]
         if rule is not None and rule.base_model and rule.base_model not in names:
             choices.append((rule.base_model, f"{rule.base_model} (not registered any more)"))
         self.fields["base_model"].choices = choices
@@ -431,7 +431,13 @@ def reward_model_run(request: HttpRequest, project_id: int, run_id: int) -> Http
         "metric_items": sorted((k, v) for k, v in run.metrics.items() if isinstance(v, int | float) or v is None),
         "info_items": sorted((k, scrub_value(v)) for k, v in run.info.items() if not isinstance(v, dict | list)),
         "log_lines": [scrub_paths(str(line)) for line in run.log_tail],
-        "page_data": {"finished": run.is_finished, "history": run.metrics_history, "state": run.state},
+        "page_data": {
+            "finished": run.is_finished,
+            "history": run.metrics_history,
+            "state": run.state,
+            "step": run.step,
+            "total_steps": run.total_steps,
+        },
     }
     return render(request, "frontend/rewardmodel/run.html", context)
 

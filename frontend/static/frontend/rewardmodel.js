@@ -18,19 +18,32 @@ function seriesOf(history, kind, key) {
   return history.filter((p) => p.kind === kind && typeof p[key] === "number").map((p) => [p.step, p[key]]);
 }
 
+// An axis that spans the data with a margin, never below ``floor``: a loss going from 0.693
+// to 0.664 drawn from 0 would look flat.
+export function fittedRange(values, floor = -Infinity) {
+  const finite = values.filter((v) => Number.isFinite(v));
+  if (finite.length === 0) return {};
+  const lo = finite.reduce((m, v) => (v < m ? v : m), Infinity);
+  const hi = finite.reduce((m, v) => (v > m ? v : m), -Infinity);
+  const pad = (hi - lo || Math.abs(hi) * 0.1 || 1) * 0.1;
+  return { yMin: Math.max(floor, lo - pad), yMax: hi + pad };
+}
+
 function drawCharts(history) {
   const lossEl = document.getElementById("loss-chart");
   const accEl = document.getElementById("accuracy-chart");
   if (!lossEl || !accEl) return;
   if (!history.some((p) => p.kind === "step")) return;
+  const train = seriesOf(history, "step", "loss");
+  const validation = seriesOf(history, "eval", "loss");
   lineChart(lossEl, {
     series: [
-      { name: "train (per step)", points: seriesOf(history, "step", "loss") },
-      { name: "validation (per epoch)", points: seriesOf(history, "eval", "loss"), dashed: true },
+      { name: "train (per step)", points: train },
+      { name: "validation (per epoch)", points: validation, dashed: true },
     ],
     xLabel: "optimizer step",
     yLabel: "Bradley–Terry loss",
-    yMin: 0,
+    ...fittedRange([...train, ...validation].map((p) => p[1]), 0),
   });
   lineChart(accEl, {
     series: [
@@ -44,7 +57,40 @@ function drawCharts(history) {
   });
 }
 
+// The same words as the log's progress lines (rewardmodel.jobs.duration_text).
+export function durationText(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+}
+
+// Speed from the newest step point that has one (the worker measures it); time left from it
+// while the run is running.
+function showSpeed(run) {
+  const speedEl = document.getElementById("run-speed");
+  const etaEl = document.getElementById("run-eta");
+  if (!speedEl || !etaEl) return;
+  const history = run.metrics_history || run.history || [];
+  let rate = null;
+  for (let i = history.length - 1; i >= 0; i--) {
+    const p = history[i];
+    if (p.kind === "step" && Number.isFinite(p.steps_per_second) && p.steps_per_second > 0) {
+      rate = p.steps_per_second;
+      break;
+    }
+  }
+  speedEl.textContent = rate === null ? "–" : rate >= 1 ? `${rate.toFixed(1)} steps/s` : `${(1 / rate).toFixed(1)} s/step`;
+  const left = run.total_steps ? run.total_steps - run.step : null;
+  if (run.state !== "running" || rate === null || left === null) {
+    etaEl.textContent = run.state === "succeeded" ? "done" : "–";
+  } else {
+    etaEl.textContent = durationText(left / rate);
+  }
+}
+
 function updateRun(run) {
+  showSpeed(run);
   document.getElementById("run-attempts").textContent = `${run.attempts} of ${run.max_attempts}`;
   document.getElementById("run-checkpoint").textContent =
     run.checkpoint_step === null ? "none yet" : `step ${run.checkpoint_step}`;
@@ -64,6 +110,7 @@ function historyKey(history) {
 function initRun(data) {
   let drawn = historyKey(data.history);
   drawCharts(data.history);
+  showSpeed(data);
   const log = document.getElementById("run-log");
   if (log) log.scrollTop = log.scrollHeight;
   // The progress component (jobs.js) polls the run; its updates carry the curves and the log.
