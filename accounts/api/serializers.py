@@ -6,11 +6,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiToken
+from arpad.api.serializers import NamedChoiceField
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):
-    state = serializers.ChoiceField(
-        choices=["live", "expired", "revoked"], read_only=True, help_text="Whether the token still works."
+    state = NamedChoiceField(
+        enum_name="ApiTokenStateEnum",
+        choices=["live", "expired", "revoked"],
+        read_only=True,
+        help_text="Whether the token still works.",
     )
 
     class Meta:
