@@ -64,6 +64,7 @@ def test_the_task_browser_searches_prompts_and_responses_with_the_filters(ui: UI
     ui.page.keyboard.press("Enter")
     ui.page.wait_for_url("**q=*")
     assert listed(ui) == [other.pk]
+    assert ui.page.inner_text("#task-count") == "1 task matches the filters."
     assert ui.page.input_value("#id_q") == "<b>café</b>"
     assert ui.page.locator("#task-filters b").count() == 0
     ui.shot("response-text")
