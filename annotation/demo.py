@@ -174,9 +174,9 @@ def load_demo(*, password: str, stdout=None) -> list[DemoResult]:
         _register_demo_policy(result.project, stdout)
     from rlloop.demo_loop import load_loop_project
 
-    loop = load_loop_project(data_dir=data_dir, admin=admin, annotator=annotator, stdout=stdout)
+    loop, created = load_loop_project(data_dir=data_dir, admin=admin, annotator=annotator, stdout=stdout)
     if loop is not None:
-        results.append(DemoResult(loop, True, {}))
+        results.append(DemoResult(loop, created, {}))
     return results
 
 

@@ -61,8 +61,10 @@ def oasst_prompts(path: Path, count: int, rng: random.Random) -> list[dict[str, 
     return rng.sample(found, min(count, len(found)))
 
 
-def load_loop_project(*, data_dir: Path | None, admin: Any, annotator: Any, stdout: Any = None) -> Project | None:
-    """Create the loop project once and queue its first sampling job; None when its data or policy is missing."""
+def load_loop_project(
+    *, data_dir: Path | None, admin: Any, annotator: Any, stdout: Any = None
+) -> tuple[Project | None, bool]:
+    """Create the loop project once and queue its first sampling job: (project, created); None when data or policy is missing."""
     from rlloop import bases
     from rlloop.demo_policy import DEMO_POLICY_NAME
     from rlloop.models import PolicyVersion
@@ -70,17 +72,17 @@ def load_loop_project(*, data_dir: Path | None, admin: Any, annotator: Any, stdo
     from rlloop.services import policy_register
 
     if Project.objects.filter(name=LOOP_NAME).exists():
-        return Project.objects.get(name=LOOP_NAME)
+        return Project.objects.get(name=LOOP_NAME), False
     hh = data_dir / "hh-rlhf" / "harmless-base-test.jsonl.gz" if data_dir else None
     oasst = data_dir / "oasst_en100" / "en_100_tree.jsonl" if data_dir else None
     if hh is None or not hh.is_file() or not oasst.is_file():
         if stdout is not None:
             stdout.write("  loop project skipped: needs hh-rlhf/ and oasst_en100/ in the data folder\n")
-        return None
+        return None, False
     if DEMO_POLICY_NAME not in bases.registry.all():
         if stdout is not None:
             stdout.write("  loop project skipped: the demo policy is not converted (manage.py fetch_demo_policy)\n")
-        return None
+        return None, False
     rng = random.Random(0)
     prompts = hh_prompts(hh, PROMPTS_PER_SOURCE, rng) + oasst_prompts(oasst, PROMPTS_PER_SOURCE, rng)
     with transaction.atomic():
@@ -117,4 +119,4 @@ def load_loop_project(*, data_dir: Path | None, admin: Any, annotator: Any, stdo
             f"  {LOOP_NAME}: {len(prompts)} prompts; sampling job {job.pk} queued: the gpu worker answers them"
             " with the demo policy once the demo starts (progress on the project's Loop page)\n"
         )
-    return project
+    return project, True

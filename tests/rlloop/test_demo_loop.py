@@ -31,8 +31,8 @@ def test_the_loop_project_holds_real_prompts_and_queues_their_sampling(demo, job
     from rlloop.jobs import sampling_execute
 
     admin, annotator = demo
-    project = load_loop_project(data_dir=DATA, admin=admin, annotator=annotator)
-    assert project.name == LOOP_NAME and project.is_pairwise
+    project, created = load_loop_project(data_dir=DATA, admin=admin, annotator=annotator)
+    assert created and project.name == LOOP_NAME and project.is_pairwise
     ids = list(Prompt.objects.filter(project=project).values_list("external_id", flat=True))
     assert len(ids) == 32
     assert sum(i.startswith("hh-harmless-test-") for i in ids) == 16 and sum(i.startswith("oasst-") for i in ids) == 16
@@ -44,7 +44,7 @@ def test_the_loop_project_holds_real_prompts_and_queues_their_sampling(demo, job
     assert job.state == JobState.QUEUED and job.responses_per_prompt == 2 and job.sampling["max_new_tokens"] == 96
     assert project.role_of(annotator) == "annotator" and project.role_of(admin) == "manager"
     # Loading again changes nothing.
-    assert load_loop_project(data_dir=DATA, admin=admin, annotator=annotator) == project
+    assert load_loop_project(data_dir=DATA, admin=admin, annotator=annotator) == (project, False)
     assert SamplingJob.objects.count() == 1 and Prompt.objects.filter(project=project).count() == 32
 
     SamplingJob.objects.filter(pk=job.pk).update(sampling={**job.sampling, "max_new_tokens": 6})
@@ -59,10 +59,10 @@ def test_without_the_demo_policy_or_data_the_loop_project_is_skipped(demo, setti
 
     admin, annotator = demo
     out = io.StringIO()
-    assert load_loop_project(data_dir=tmp_path, admin=admin, annotator=annotator, stdout=out) is None
+    assert load_loop_project(data_dir=tmp_path, admin=admin, annotator=annotator, stdout=out) == (None, False)
     assert "needs hh-rlhf/ and oasst_en100/" in out.getvalue()
     settings.POLICY_BASE_MODELS = {}
     settings.POLICY_MODELS_DIR = str(tmp_path / "none")
     out = io.StringIO()
-    assert load_loop_project(data_dir=DATA, admin=admin, annotator=annotator, stdout=out) is None
+    assert load_loop_project(data_dir=DATA, admin=admin, annotator=annotator, stdout=out) == (None, False)
     assert "the demo policy is not converted" in out.getvalue()
