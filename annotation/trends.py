@@ -15,10 +15,19 @@ id). The checkpoints are either
 
 * ``by="count"``: after each of ``points`` evenly spaced judgement counts (ceil(k * J / N)
   for k = 1..N, duplicates dropped); it works for imported data too, whose judgements all
-  carry the import's time;
+  carry the import's time. Agreement needs a response pair with two votes: when the first
+  of those counts comes before the judgement that gave one its second vote
+  (``first_overlap``), the counts are spaced over the judgements from there on instead
+  (s + ceil(k * (J - s) / N), s = first_overlap - 1, given as ``counts_from``; 0
+  otherwise), so that a project whose overlap began late (211 imported single rankings,
+  then four judgements by two people) still gets a curve rather than one point at the end;
 * ``by="day"`` / ``by="week"``: at the end of each calendar day / ISO week (in the
   server's time zone) in which a judgement was submitted; when there are more than
   ``points`` such periods, ``points`` of them are kept, evenly spaced, always the last one.
+
+Each point also counts its ``units_with_overlap`` (response pairs with two or more votes,
+what the figures rest on); ``few_units_below`` is the report's threshold under which a
+figure is marked as resting on too little data.
 
 The figures are :mod:`annotation.agreement`'s: percent agreement with ties as a category
 and without ties (MT-Bench), Fleiss' kappa, Krippendorff's alpha nominal and ordinal over the
@@ -51,6 +60,7 @@ from annotation.agreement import (
 )
 from annotation.agreement_data import ProjectPairVotes, project_pair_votes, project_rankings
 from annotation.models import Judgement, Project, ProjectKind
+from annotation.reports.report import FEW_UNITS_BELOW
 
 TrendBy = Literal["count", "day", "week"]
 TREND_BY: tuple[str, ...] = ("count", "day", "week")
@@ -164,10 +174,12 @@ def cumulative_agreement(data: TrendInput, cutoffs: list[int]) -> list[dict[str,
     for cutoff in cutoffs:
         end = int(np.searchsorted(sorted_rank, cutoff, side="left"))  # votes of rank < cutoff
         counts = np.bincount(code[:end], minlength=units.size * 3).reshape(-1, 3)
+        votes_per_unit = counts.sum(axis=1)
         point: dict[str, Any] = {
             "judgements": int(cutoff),
             "pair_votes": end,
-            "units": int(np.count_nonzero(counts.sum(axis=1))),  # response pairs with a vote
+            "units": int(np.count_nonzero(votes_per_unit)),  # response pairs with a vote
+            "units_with_overlap": int(np.count_nonzero(votes_per_unit >= 2)),
             **pooled_from_counts(counts),
         }
         if data.rankings is not None and data.ranking_rank is not None:
@@ -176,11 +188,26 @@ def cumulative_agreement(data: TrendInput, cutoffs: list[int]) -> list[dict[str,
     return points
 
 
-def count_cutoffs(n_judgements: int, points: int) -> list[int]:
-    """ceil(k * J / N) for k = 1..N, without duplicates: evenly spaced judgement counts ending at J."""
-    if n_judgements <= 0:
+def count_cutoffs(n_judgements: int, points: int, start: int = 0) -> list[int]:
+    """start + ceil(k * (J - start) / N) for k = 1..N, without duplicates: evenly spaced counts after ``start``, ending at J."""
+    if n_judgements <= start:
         return []
-    return sorted({math.ceil(k * n_judgements / points) for k in range(1, points + 1)})
+    span = n_judgements - start
+    return sorted({start + math.ceil(k * span / points) for k in range(1, points + 1)})
+
+
+def first_overlap(data: TrendInput) -> int | None:
+    """The judgement count at which a response pair first has two votes (1-based), or None if none has."""
+    votes = data.votes
+    if len(votes.unit) < 2:
+        return None
+    order = np.lexsort((data.vote_rank, votes.unit))
+    unit, rank = votes.unit[order], data.vote_rank[order]
+    # Every vote after the first of its unit is a second (or later) vote; the earliest of them is the answer.
+    later = unit[1:] == unit[:-1]
+    if not later.any():
+        return None
+    return int(rank[1:][later].min()) + 1
 
 
 def _period_start(moment: datetime, by: str) -> datetime:
@@ -242,8 +269,15 @@ def agreement_trend(
     )
 
     times = [moment for _, moment in submitted]
+    overlap_at = first_overlap(trend_input)
+    if overlap_at is not None and overlap_at > len(submitted):
+        overlap_at = None  # its judgement came after the list was read
+    counts_from = 0
     if by == "count":
         cutoffs = count_cutoffs(len(submitted), points)
+        if overlap_at is not None and cutoffs and cutoffs[0] < overlap_at:
+            counts_from = overlap_at - 1
+            cutoffs = count_cutoffs(len(submitted), points, start=counts_from)
         ends = [times[c - 1] for c in cutoffs]
         thinned = False
     else:
@@ -272,6 +306,9 @@ def agreement_trend(
         "points_requested": points,
         "thinned": thinned,
         "judgements": len(submitted),
+        "first_overlap": overlap_at,
+        "counts_from": counts_from,
+        "few_units_below": FEW_UNITS_BELOW,
         "statistics": statistics,
         "labels": {name: LABELS[name] for name in statistics},
         "points": computed,

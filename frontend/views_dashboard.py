@@ -159,6 +159,29 @@ def _statistic_cards(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _trend_caution(trend: dict[str, Any]) -> str | None:
+    """Why the trend cannot be read (yet), or None; the chart itself then says "Not enough data"."""
+    points = trend["points"]
+    if not points:
+        return None  # no judgements: the chart says "No data yet"
+    if trend["first_overlap"] is None:
+        return (
+            "Not enough data for a trend: no response pair has two votes yet "
+            "(agreement needs items judged by two or more annotators)."
+        )
+    defined = [p for p in points if any(p.get(name) is not None for name in trend["statistics"])]
+    if len(defined) < 2:
+        where = f" (every judgement on a shared item falls in one {trend['by']})" if trend["by"] != "count" else ""
+        return f"Not enough data for a trend: one checkpoint has a figure{where}."
+    units, few = points[-1]["units_with_overlap"], trend["few_units_below"]
+    if units < few:
+        return (
+            f"Not enough data for a trend to mean much: its figures rest on {units} response "
+            f"pair{'s' if units != 1 else ''} with two or more votes (fewer than {few})."
+        )
+    return None
+
+
 def _heatmap(report: dict[str, Any]) -> dict[str, Any]:
     """Cohen's kappa between every two annotators as a symmetric matrix (None: no kappa)."""
     labels = [row["username"] for row in report["annotators"]]
@@ -227,6 +250,7 @@ def project_dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "contested": contested,
         "export_min_votes": _DEFAULTS["min_votes"],
         "chart_data": chart_data,
+        "trend_caution": _trend_caution(trend),
         "trend_by": trend_by,
         "trend_choices": TREND_BY,
     }

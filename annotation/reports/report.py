@@ -50,6 +50,13 @@ Undefined values. Where a statistic is undefined (no variation, no unit with two
 no timed judgement ...) the value is ``null`` and a ``reason`` (or ``ci_reason``) says
 why. Floats are rounded to 4 decimals, p-values to 3 significant digits, times to 0.1 ms.
 
+Figures on too little data. Every pooled figure of ``pairwise`` and ``ranking`` carries
+``caution``: ``null``, or, when it is defined but rests on fewer than ``FEW_UNITS_BELOW``
+(30) units (``n_units``: the response pairs with two or more votes it uses) or items
+(``n_items``, for Kendall's W and tau-b), a sentence such as ``"too few units (n=4)"``.
+A kappa of -0.23 on four units says next to nothing; readers (the dashboard, the text
+table) show such figures muted, with the caution beside them.
+
 Scale. Everything is a fixed number of queries plus numpy work; the cost grows with the
 votes, except the per-pair Cohen's kappas (sparse products over annotators x units) and
 the rater x unit matrix behind them. The API runs it in the request: keep ``bootstrap``
@@ -98,7 +105,17 @@ CONFIDENCE_LEVEL = 0.95
 
 FLAGS = ("low_agreement", "position_bias", "too_fast")
 
+FEW_UNITS_BELOW = 30
+"""A figure on fewer units (or items) than this gets a ``caution``: its interval is too wide to read it alone."""
+
 NO_JUDGEMENTS = "the project has no judgements"
+_EMPTY_STATISTIC = {
+    "value": None,
+    "reason": NO_JUDGEMENTS,
+    "ci": None,
+    "ci_reason": "the estimate is undefined",
+    "caution": None,
+}
 
 # Units per slice of the per-unit statistics (22 floats a unit), to bound their memory.
 _UNIT_SLICE = 200_000
@@ -146,9 +163,26 @@ def _interval(draws: np.ndarray | None, *, level: float) -> tuple[dict[str, Any]
 # --- the report ----------------------------------------------------------------------------------
 
 
-def _statistic(value: float, reason: str, draws: np.ndarray | None, level: float, **extra: Any) -> dict[str, Any]:
+def _caution(value: Any, n: int, noun: str) -> str | None:
+    """``"too few units (n=4)"`` for a defined figure on fewer than FEW_UNITS_BELOW ``noun``, else None."""
+    if _num(value) is None or n >= FEW_UNITS_BELOW:
+        return None
+    return f"too few {noun} (n={n})"
+
+
+def _statistic(
+    value: float, reason: str, draws: np.ndarray | None, level: float, *, basis: tuple[int, str], **extra: Any
+) -> dict[str, Any]:
+    """One figure; ``basis`` is (how many, of what) it rests on, for its ``caution``."""
     ci, ci_reason = _interval(draws, level=level) if _num(value) is not None else (None, "the estimate is undefined")
-    return {"value": _num(value), "reason": _reason(value, reason), "ci": ci, "ci_reason": ci_reason, **extra}
+    return {
+        "value": _num(value),
+        "reason": _reason(value, reason),
+        "ci": ci,
+        "ci_reason": ci_reason,
+        "caution": _caution(value, *basis),
+        **extra,
+    }
 
 
 def _position_reasons(votes: PairVotes, rater_index: np.ndarray, n_raters: int) -> np.ndarray:
@@ -390,6 +424,7 @@ def agreement_report(
             "low_agreement_below": low_agreement_below,
             "position_bias_p": position_bias_p,
             "too_fast_ms": too_fast_ms,
+            "few_units_below": FEW_UNITS_BELOW,
         },
     }
 
@@ -413,10 +448,10 @@ def agreement_report(
     }
 
     if len(votes) == 0:
-        empty = {"value": None, "reason": NO_JUDGEMENTS, "ci": None, "ci_reason": "the estimate is undefined"}
+        empty = _EMPTY_STATISTIC
         report["pairwise"] = {
-            "percent_agreement": {**empty, "agreeing_pairs": 0, "pairs": 0},
-            "percent_agreement_no_ties": {**empty, "agreeing_pairs": 0, "pairs": 0},
+            "percent_agreement": {**empty, "agreeing_pairs": 0, "pairs": 0, "n_units": 0},
+            "percent_agreement_no_ties": {**empty, "agreeing_pairs": 0, "pairs": 0, "n_units": 0},
             "fleiss_kappa": {**empty, "n_units": 0},
             "krippendorff_alpha": {"nominal": {**empty, "n_units": 0}, "ordinal": {**empty, "n_units": 0}},
             "cohen_kappa": {
@@ -482,30 +517,45 @@ def agreement_report(
     del compact
     release_free_memory()
     stats = annotator_stats(votes, min_overlap=min_overlap)
+    # Units with at least one pair of ratings: what each percent agreement rests on.
+    with_ties_units = int(np.count_nonzero(with_ties.unit_pairs))
+    without_ties_units = int(np.count_nonzero(without_ties.unit_pairs))
     report["pairwise"] = {
         "percent_agreement": _statistic(
             with_ties.value,
             with_ties.reason,
             draw("percent_agreement"),
             level,
+            basis=(with_ties_units, "units"),
             agreeing_pairs=with_ties.agreeing_pairs,
             pairs=with_ties.pairs,
+            n_units=with_ties_units,
         ),
         "percent_agreement_no_ties": _statistic(
             without_ties.value,
             without_ties.reason or "no pair of non-tie votes on one unit",
             draw("percent_agreement_no_ties"),
             level,
+            basis=(without_ties_units, "units"),
             agreeing_pairs=without_ties.agreeing_pairs,
             pairs=without_ties.pairs,
+            n_units=without_ties_units,
         ),
-        "fleiss_kappa": _statistic(fleiss.value, fleiss.reason, draw("fleiss_kappa"), level, n_units=fleiss.n_units),
+        "fleiss_kappa": _statistic(
+            fleiss.value,
+            fleiss.reason,
+            draw("fleiss_kappa"),
+            level,
+            basis=(fleiss.n_units, "units"),
+            n_units=fleiss.n_units,
+        ),
         "krippendorff_alpha": {
             name: _statistic(
                 alpha.value,
                 alpha.reason,
                 draw(f"alpha_{name}"),
                 level,
+                basis=(alpha.n_units, "units"),
                 n_units=alpha.n_units,
                 n_values=alpha.n_values,
             )
@@ -528,7 +578,7 @@ def agreement_report(
 
 
 def _empty_ranking() -> dict[str, Any]:
-    empty = {"value": None, "reason": NO_JUDGEMENTS, "ci": None, "ci_reason": "the estimate is undefined"}
+    empty = _EMPTY_STATISTIC
     return {
         "items": 0,
         "items_with_overlap": 0,
@@ -548,6 +598,7 @@ def _ranking_section(ranked: Any, draw: Any, level: float) -> dict[str, Any]:
             reason,
             draw(name),
             level,
+            basis=(int(finite.size), "items"),
             median=_num(np.median(finite)) if finite.size else None,
             n_items=int(finite.size),
         )

@@ -84,6 +84,8 @@ def render_table(report: dict[str, Any], *, max_pairs: int = 30) -> str:
         rows.append([label, _fmt(stat["value"]), _ci(stat), f"{stat[n]} {unit}"])
         if stat["reason"]:
             notes.append(f"  {label}: {stat['reason']}")
+        if stat.get("caution"):
+            notes.append(f"  {label}: {stat['caution']}, read it with its interval")
     lines += _table(["statistic", "value", "95% CI", "over"], rows, right=[1])
     lines += notes
 
@@ -113,11 +115,14 @@ def render_table(report: dict[str, Any], *, max_pairs: int = 30) -> str:
     if ranking is not None:
         lines += ["", f"Rankings ({ranking['items']} items, {ranking['items_with_overlap']} with 2+ rankings)"]
         rows = []
+        ranking_notes = []
         for label, key in (("Kendall's W, mean over items", "kendall_w"), ("Kendall's tau-b, mean", "mean_tau_b")):
             stat = ranking[key]
             rows.append(
                 [label, _fmt(stat["value"]), _ci(stat), f"median {_fmt(stat['median'])}", f"{stat['n_items']} items"]
             )
+            if stat.get("caution"):
+                ranking_notes.append(f"  {label}: {stat['caution']}, read it with its interval")
         for label, key in (
             ("sub-pair agreement, ties count", "subpair_agreement"),
             ("sub-pair agreement, without ties", "subpair_agreement_no_ties"),
@@ -125,6 +130,7 @@ def render_table(report: dict[str, Any], *, max_pairs: int = 30) -> str:
             stat = ranking[key]
             rows.append([label, _fmt(stat["value"]), "", "", f"{stat['pairs']} pairs of votes"])
         lines += _table(["statistic", "value", "95% CI", "", "over"], rows, right=[1])
+        lines += ranking_notes
 
     lines += ["", "Annotators"]
     if report["annotators"]:

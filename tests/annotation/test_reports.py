@@ -345,6 +345,45 @@ def test_ranking_section(ranking_project):
     assert "Kendall's W, mean over items" in table and "sub-pair agreement" in table
 
 
+def test_figures_on_few_units_carry_a_caution(ranking_project):
+    project, _ = ranking_project
+    report = strict_json(agreement_report(project=project, bootstrap=0))
+    assert report["parameters"]["few_units_below"] == 30
+    pairwise = report["pairwise"]
+    # Five items of three responses: 15 response pairs, each with three votes.
+    assert pairwise["percent_agreement"]["n_units"] == 15
+    for stat in (
+        pairwise["percent_agreement"],
+        pairwise["fleiss_kappa"],
+        pairwise["krippendorff_alpha"]["nominal"],
+        pairwise["krippendorff_alpha"]["ordinal"],
+    ):
+        assert stat["value"] is not None and stat["caution"] == "too few units (n=15)"
+    assert report["ranking"]["kendall_w"]["caution"] == "too few items (n=5)"
+    assert report["ranking"]["mean_tau_b"]["caution"] == "too few items (n=5)"
+    table = render_table(report)
+    assert "Fleiss' kappa: too few units (n=15), read it with its interval" in table
+    assert "Kendall's W, mean over items: too few items (n=5)" in table
+
+
+def test_figures_on_thirty_units_carry_no_caution(db):
+    from tests.annotation.test_trends import annotate
+
+    project = ProjectFactory(annotations_per_task=2, allow_ties=True)
+    for _ in range(30):
+        make_task(project)
+    annotate(project, {"one": ["a"] * 25 + ["b"] * 5, "two": ["a"] * 22 + ["b"] * 8})
+    report = strict_json(agreement_report(project=project, bootstrap=0))
+    pairwise = report["pairwise"]
+    assert pairwise["fleiss_kappa"]["n_units"] == 30 and pairwise["fleiss_kappa"]["value"] is not None
+    assert pairwise["percent_agreement"]["caution"] is None and pairwise["fleiss_kappa"]["caution"] is None
+    assert pairwise["krippendorff_alpha"]["nominal"]["caution"] is None
+    # An undefined figure has its reason, not a caution.
+    empty = agreement_report(project=ProjectFactory(), bootstrap=0)
+    assert empty["pairwise"]["fleiss_kappa"]["caution"] is None
+    assert "too few" not in render_table(report)
+
+
 # --- the vectorised bootstrap statistics against annotation.agreement -------------------------
 
 

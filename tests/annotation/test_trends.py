@@ -72,6 +72,10 @@ def test_count_cutoffs_are_evenly_spaced_and_end_at_the_total():
     assert count_cutoffs(7, 3) == [3, 5, 7]
     assert count_cutoffs(3, 20) == [1, 2, 3]  # never more points than judgements
     assert count_cutoffs(0, 20) == []
+    # Spaced over the judgements after ``start`` (those before it had no overlap).
+    assert count_cutoffs(215, 20, start=211) == [212, 213, 214, 215]
+    assert count_cutoffs(110, 5, start=10) == [30, 50, 70, 90, 110]
+    assert count_cutoffs(10, 5, start=10) == []
 
 
 def test_compact_counts_gives_the_same_statistics_as_the_rater_matrix():
@@ -180,7 +184,56 @@ def test_ranking_project_has_kendall_statistics(db):
     report = agreement_report(project=project, bootstrap=0)
     assert last["kendall_w"] == report["ranking"]["kendall_w"]["value"]
     assert last["mean_tau_b"] == report["ranking"]["mean_tau_b"]["value"]
-    assert trend["points"][0]["kendall_w"] is None  # one ranking per item: W undefined
+    # r1 ranked every task before r2's first ranking: W is undefined until judgement 5, so the
+    # checkpoints are spaced from there on instead of starting with four undefined ones.
+    assert trend["first_overlap"] == 5 and trend["counts_from"] == 4
+    assert [p["judgements"] for p in trend["points"]] == [5, 6, 7, 8]
+    assert trend["points"][0]["kendall_w"] is not None
+    assert [p["units_with_overlap"] for p in trend["points"]] == [3, 6, 9, 12]
+
+
+@pytest.mark.django_db
+def test_a_late_overlap_gets_a_curve_not_one_point_at_the_end(db):
+    """Twenty single votes (an import, say), then two annotators meet on two items: the demo's ranking project."""
+    project = ProjectFactory(annotations_per_task=3, allow_ties=True, name="Late overlap")
+    shared = [make_task(project, priority=5).pk for _ in range(2)]  # served first to the late pair
+    for _ in range(18):
+        make_task(project)
+    annotate(project, {"solo": ["a"] * 20})
+    # Two more annotators on the two shared tasks: the overlap begins at judgement 21.
+    rng = random.Random(0)
+    for name, answer in (("late-1", "a"), ("late-2", "b")):
+        user = UserFactory(username=name)
+        Membership.objects.create(project=project, user=user, role=Role.ANNOTATOR)
+        for _ in shared:
+            claim = services.assignment_claim_next(project=project, annotator=user, rng=rng)
+            assert claim is not None and claim.assignment.task_id in shared
+            low, high = sorted(claim.assignment.display_order)
+            tiers = [[low], [high]] if answer == "a" else [[high], [low]]
+            services.judgement_submit(assignment=claim.assignment, ranking=tiers, time_taken_ms=4000)
+    trend = agreement_trend(project=project, by="count", points=20)
+    points = trend["points"]
+    assert trend["judgements"] == 24 and trend["first_overlap"] == 21 and trend["counts_from"] == 20
+    # Before: ceil(k * 24 / 20) put 19 of 20 checkpoints before the overlap, all undefined.
+    assert [p["judgements"] for p in points] == [21, 22, 23, 24]
+    assert all(p["percent_agreement"] is not None for p in points)
+    assert [p["units_with_overlap"] for p in points] == [1, 2, 2, 2]
+    assert trend["few_units_below"] == 30
+    report = agreement_report(project=project, bootstrap=0)
+    for name, path in POOLED.items():
+        assert points[-1][name] == report_value(report, path), name
+
+
+@pytest.mark.django_db
+def test_no_overlap_keeps_the_plain_checkpoints(db):
+    project = ProjectFactory(annotations_per_task=1, name="Single votes")
+    for _ in range(6):
+        make_task(project)
+    annotate(project, {"solo": ["a"] * 6})
+    trend = agreement_trend(project=project, by="count", points=3)
+    assert trend["first_overlap"] is None and trend["counts_from"] == 0
+    assert [p["judgements"] for p in trend["points"]] == [2, 4, 6]
+    assert all(p["percent_agreement"] is None and p["units_with_overlap"] == 0 for p in trend["points"])
 
 
 @pytest.mark.django_db

@@ -182,6 +182,33 @@ def test_trend_by_day_on_the_page(client, judged, manager):
     assert trend["by"] == "day" and trend["points"][-1]["judgements"] == 24 and "period_start" in trend["points"][0]
 
 
+def test_figures_on_few_units_are_marked_and_the_trend_says_not_enough(client, judged, manager):
+    client.force_login(manager)
+    body = client.get(reverse("project-dashboard", args=[judged.pk])).content.decode()
+    # Eight response pairs with three votes each: every figure rests on too few units.
+    assert body.count('class="card stat few"') == 5
+    assert body.count(">too few units (n=8)</p>") == 5
+    assert 'id="trend-caution"' in body
+    assert "its figures rest on 8 response pairs with two or more votes (fewer than 30)" in body
+    assert "The checkpoints start at judgement 9, the first that gave a response pair a second vote" in body
+    # By day every judgement falls on today: one checkpoint, no trend.
+    by_day = client.get(reverse("project-dashboard", args=[judged.pk]), {"trend": "day"}).content.decode()
+    assert (
+        "Not enough data for a trend: one checkpoint has a figure (every judgement on a shared item falls in one day)."
+        in by_day
+    )
+
+
+def test_single_votes_only_say_why_there_is_no_trend(client, project, manager):
+    for _ in range(3):
+        make_task(project)
+    annotate(project, {"solo": ["a", "b", "a"]})
+    client.force_login(manager)
+    body = client.get(reverse("project-dashboard", args=[project.pk])).content.decode()
+    assert "Not enough data for a trend: no response pair has two votes yet" in body
+    assert 'class="card stat few"' not in body  # undefined figures say their reason instead
+
+
 def test_user_text_is_escaped_everywhere(client, project, manager):
     project.name = "<img src=x onerror=alert(1)>"
     project.save()
@@ -371,7 +398,11 @@ def test_trend_endpoint(client, judged, manager):
     client.force_login(manager)
     url = reverse("api-agreement-trend", args=[judged.pk])
     trend = client.get(url, {"by": "count", "points": 4}).json()
-    assert [p["judgements"] for p in trend["points"]] == [6, 12, 18, 24]
+    # ann-1 judged all eight tasks before anyone else: agreement starts at judgement 9, so the
+    # four checkpoints are spaced over judgements 9-24 (not 6, 12, 18, 24 with the first undefined).
+    assert trend["first_overlap"] == 9 and trend["counts_from"] == 8
+    assert [p["judgements"] for p in trend["points"]] == [12, 16, 20, 24]
+    assert all(p["percent_agreement"] is not None for p in trend["points"])
     assert client.get(url, {"by": "year"}).status_code == 400
     assert "points" in client.get(url, {"points": 1}).json()
 
@@ -416,6 +447,8 @@ def test_pandalm_dashboard_and_export_page(client, manager, project, shared_data
         ("pandalm-annotator2", "pandalm-annotator3"): 0.86,
     }
     assert data["trend"]["points"][-1]["judgements"] == 2997
+    # 999 response pairs with three votes each: enough, nothing marked.
+    assert "too few units" not in response.content.decode() and 'id="trend-caution"' not in response.content.decode()
     votes = project_pair_votes(project).votes
     expected = survival_curves(votes, thresholds=data["preview"]["thresholds"], max_min_votes=3)
     assert [c["kept"] for c in data["preview"]["curves"]] == expected.kept.tolist()

@@ -66,12 +66,18 @@ export function drawPreview(container, preview, mark = {}) {
 
 function drawTrend(container, trend) {
   const isTime = trend.by !== "count";
-  const series = trend.statistics.map((name) => ({
-    name: trend.labels[name],
-    // A period's calendar date as UTC midnight, so the axis shows the server's dates whatever the browser's zone.
-    points: trend.points.map((p) => [isTime ? Date.parse(p.period) : p.judgements, p[name]]),
-  }));
-  const values = trend.points.flatMap((p) => trend.statistics.map((name) => p[name])).filter(Number.isFinite);
+  // The x axis starts at the first checkpoint with a figure (earlier ones had no response pair with two
+  // votes), and a trend needs two such checkpoints: with fewer the chart says so instead of drawing a dot.
+  const defined = trend.points.filter((p) => trend.statistics.some((name) => Number.isFinite(p[name])));
+  const enough = defined.length >= 2;
+  const series = enough
+    ? trend.statistics.map((name) => ({
+      name: trend.labels[name],
+      // A period's calendar date as UTC midnight, so the axis shows the server's dates whatever the browser's zone.
+      points: defined.map((p) => [isTime ? Date.parse(p.period) : p.judgements, p[name]]),
+    }))
+    : [];
+  const values = defined.flatMap((p) => trend.statistics.map((name) => p[name])).filter(Number.isFinite);
   const low = values.length ? Math.min(0, ...values) : 0;
   lineChart(container, {
     series,
@@ -86,7 +92,8 @@ function drawTrend(container, trend) {
     xIntegers: !isTime,
     yFormat: (v) => (Number.isFinite(v) ? String(Number(v.toFixed(3))) : "–"),
     title: "Agreement over time (cumulative)",
-    description: `${trend.judgements} judgements, ${trend.points.length} checkpoints.`,
+    description: `${trend.judgements} judgements, ${defined.length} checkpoints with a figure.`,
+    emptyText: trend.judgements ? "Not enough data for a trend" : "No data yet",
   });
 }
 

@@ -169,7 +169,8 @@ function dataTable(parent, caption, header, rows) {
  * dates), xFormat / yFormat (value -> text),
  * highlight {x, y, label} (one point drawn as a ring), legend (default true when >1 series),
  * overlap (draw earlier series wider, for curves that often coincide), table (default true),
- * xIntegers / yIntegers (ticks on whole numbers only: counts, steps).
+ * xIntegers / yIntegers (ticks on whole numbers only: counts, steps), emptyText (what an empty
+ * chart says; "No data yet").
  */
 export function lineChart(container, options) {
   const opts = { height: 280, xType: "number", ...options };
@@ -232,7 +233,7 @@ export function lineChart(container, options) {
       return last ? `${s.name}: ${yFormat(last[1])} at ${xFormat(last[0])}` : `${s.name}: no value`;
     }).join("; ");
     svgEl("desc", { id: `${id}-desc` }, svg).textContent =
-      (opts.description ? `${opts.description} ` : "") + (empty ? "No data yet." : `Last values: ${summary}.`);
+      (opts.description ? `${opts.description} ` : "") + (empty ? `${opts.emptyText || "No data yet"}.` : `Last values: ${summary}.`);
 
     // Grid and axes.
     const axes = svgEl("g", { "font-size": 12, fill: "#3d444d" }, svg);
@@ -280,7 +281,7 @@ export function lineChart(container, options) {
       }, svg).textContent = opts.yLabel;
     }
     if (empty) {
-      svgEl("text", { x: margin.left + plotW / 2, y: margin.top + plotH / 2, "text-anchor": "middle", fill: "#57606a" }, svg).textContent = "No data yet";
+      svgEl("text", { x: margin.left + plotW / 2, y: margin.top + plotH / 2, "text-anchor": "middle", fill: "#57606a", class: "plot-empty" }, svg).textContent = opts.emptyText || "No data yet";
     }
 
     const tip = tooltipFor(container);
@@ -337,8 +338,10 @@ export function lineChart(container, options) {
       svgEl("circle", { cx: sx(h.x), cy: sy(h.y), r: 7, fill: "none", stroke: "#1b1f24", "stroke-width": 2.5, class: "plot-highlight" }, svg);
       if (h.label) {
         const right = sx(h.x) > margin.left + plotW * 0.7;
+        // Above the ring, unless that would cut it off at the top of the chart: then below it.
+        const below = sy(h.y) - 10 - 12 < 0;
         svgEl("text", {
-          x: sx(h.x) + (right ? -11 : 11), y: sy(h.y) - 10, "text-anchor": right ? "end" : "start",
+          x: sx(h.x) + (right ? -11 : 11), y: sy(h.y) + (below ? 22 : -10), "text-anchor": right ? "end" : "start", class: "plot-highlight-label",
           "font-size": 12, "font-weight": 700, fill: "#1b1f24", stroke: "#ffffff", "stroke-width": 3, "paint-order": "stroke",
         }, svg).textContent = h.label;
       }
