@@ -275,6 +275,14 @@ function drawTask() {
   });
 }
 
+// The prompt's box is short so that the page fits the window: a conversation opens at its last
+// turn, the one the responses answer (its start in view); the earlier turns are a scroll up.
+function showLastTurn() {
+  const turns = $("turns");
+  const last = turns.lastElementChild;
+  turns.scrollTop = last ? last.getBoundingClientRect().top - turns.firstElementChild.getBoundingClientRect().top : 0;
+}
+
 function paint() {
   const names = placeNames();
   const best = tiers()[0] || [];
@@ -418,6 +426,7 @@ function begin(assignment) {
   $("rationale").value = "";
   drawTask();
   show("task");
+  showLastTurn();
   say(assignment.resumed ? "Resumed the task you had open." : "");
   startTicker();
   $("workspace").focus({ preventScroll: true });
