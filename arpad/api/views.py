@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -42,6 +43,18 @@ class NoStoreMixin:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         response["Cache-Control"] = "no-store"
         return response
+
+
+class DownloadNegotiation(BaseContentNegotiation):
+    """For views that answer a file: any ``Accept`` is served (a client asking for the file's type
+    would otherwise get 406, as the renderers only know JSON); refusals are JSON.
+    """
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
 
 
 def refusal_response(detail: str, *, code: str, status: int, field: str | None = None) -> Response:

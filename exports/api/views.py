@@ -38,7 +38,7 @@ from rest_framework.views import APIView
 from annotation.project_preview import project_preview
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
-from arpad.api.views import NoStoreMixin, ProjectScopedMixin, RefusalMixin, refusal_response
+from arpad.api.views import DownloadNegotiation, NoStoreMixin, ProjectScopedMixin, RefusalMixin, refusal_response
 from arpad.archive import CONTENT_TYPE as ARCHIVE_CONTENT_TYPE
 from arpad.archive import archive_response
 from exports.api.serializers import (
@@ -155,6 +155,7 @@ class ExportArchiveView(NoStoreMixin, RefusalMixin, ProjectScopedMixin, APIView)
     """Download every file of a finished snapshot as one .tar.gz (streamed, as an attachment)."""
 
     permission_classes = [IsAuthenticated, IsProjectManager]
+    content_negotiation_class = DownloadNegotiation
 
     @extend_schema(
         responses={

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
-from arpad.api.views import ProjectScopedMixin, RefusalMixin
+from arpad.api.views import DownloadNegotiation, ProjectScopedMixin, RefusalMixin
 from arpad.archive import CONTENT_TYPE as ARCHIVE_CONTENT_TYPE
 from arpad.archive import archive_response
 from exports.models import ExportSnapshot, ExportState
@@ -197,6 +197,8 @@ class VersionActivateView(ManagerScoped, APIView):
 
 class VersionArchiveView(ManagerScoped, APIView):
     """The version's model directory (safetensors, tokenizer, metrics.json, model card) as one .tar.gz, streamed."""
+
+    content_negotiation_class = DownloadNegotiation
 
     @extend_schema(
         responses={

@@ -42,6 +42,11 @@ def test_the_manager_downloads_every_file_of_a_snapshot_in_one_archive(finished,
         assert files[f"export-{finished.pk}/{name}"] == (directory(finished) / name).read_bytes()
 
 
+def test_a_client_that_asks_for_the_archives_type_gets_it(finished, manager):
+    response = client_for(manager).get(url(finished), HTTP_ACCEPT="application/gzip")
+    assert response.status_code == 200 and response["Content-Type"] == "application/gzip"
+
+
 def test_the_exports_page_links_the_archive_and_a_session_downloads_it(finished, manager):
     client = Client()
     client.force_login(manager)
@@ -71,8 +76,8 @@ def test_unfinished_or_gone_snapshots_are_conflicts_in_the_platforms_shape(judge
         "field": None,
     }
     (directory(finished) / "pairs.jsonl").unlink()
-    response = client_for(manager).get(url(finished))
-    assert response.status_code == 409 and response.json()["code"] == "files_missing"
+    response = client_for(manager).get(url(finished), HTTP_ACCEPT="application/gzip")
+    assert response.status_code == 409 and response.json()["code"] == "files_missing"  # JSON all the same
     assert "pairs.jsonl is gone" in response.json()["detail"]
     shutil.rmtree(directory(finished))
     response = client_for(manager).get(url(finished))

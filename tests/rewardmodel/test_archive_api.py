@@ -62,6 +62,14 @@ def test_the_manager_downloads_the_model_directory_as_one_archive(version, manag
     }
 
 
+def test_a_client_that_asks_for_the_archives_type_gets_it(version, manager, settings):
+    response = api(manager).get(url(version), HTTP_ACCEPT="application/gzip")
+    assert response.status_code == 200 and response["Content-Type"] == "application/gzip"
+    (settings.ARTIFACT_ROOT / version.model_dir / "config.json").unlink()
+    refused = api(manager).get(url(version), HTTP_ACCEPT="application/gzip")
+    assert refused.status_code == 409 and refused.json()["code"] == "model_missing"
+
+
 def test_a_session_download_works_from_the_page_link(version, manager):
     client = Client()
     client.force_login(manager)
