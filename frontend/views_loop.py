@@ -311,7 +311,7 @@ class CycleForm(forms.Form):
 
 class RuleForm(forms.Form):
     prefix = "rule"
-    enabled = forms.BooleanField(required=False, initial=True, label="Start cycles by themselves")
+    enabled = forms.BooleanField(required=False, initial=False, label="Start cycles by themselves")
     min_new_pairs = forms.IntegerField(min_value=1, initial=200, label="New agreed pairs per cycle")
 
 
