@@ -128,7 +128,7 @@ def test_pages_fit_the_window_and_the_tab_bar_stays_put(ui: UI, demo: dict[str, 
         size = f"{width}x{height}"
 
         ui.goto("/")
-        ui.page.wait_for_selector("table.projects")
+        ui.page.wait_for_selector("main table")
         fits(ui, f"project list at {size}")
         ui.shot(f"project-list-{size}")
 
