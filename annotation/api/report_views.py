@@ -8,7 +8,9 @@ path options read the server's file system; use ``manage.py agreement_report --f
 
 ``GET /api/v1/projects/{id}/agreement/trend/?by=count|day|week&points=20`` answers
 :func:`annotation.trends.agreement_trend`: the cumulative agreement figures at evenly
-spaced judgement counts or at the end of each day / week of submissions.
+spaced judgement counts (from the first judgement that gave a response pair a second vote,
+``first_overlap``, when the plain spacing would start before it) or at the end of each day
+/ week of submissions; each point counts the response pairs with two or more votes it rests on.
 """
 
 from __future__ import annotations
