@@ -201,16 +201,17 @@ def sampling_run(job: SamplingJob, ctx: JobContext) -> None:
         f"sampling {len(records)} prompts from {', '.join(v.label for v in versions)} on {device.type}"
         + (f", {len(done)} done by an earlier attempt" if done else "")
     )
-    reference_model = load_model(policy_dir(reference), device) if reference is not None else None
-    samplers = {
-        v.pk: PolicySampler(
-            policy_dir(v),
-            device=device,
-            reference=reference_model,
-            is_reference=reference is not None and v.pk == reference.pk,
-        )
-        for v in versions
-    }
+    # The reference is loaded once: as a sampler of its own when it is sampled, else on its own for KL.
+    samplers: dict[int, PolicySampler] = {}
+    reference_model = None
+    if reference is not None and any(v.pk == reference.pk for v in versions):
+        samplers[reference.pk] = PolicySampler(policy_dir(reference), device=device, is_reference=True)
+        reference_model = samplers[reference.pk].model
+    elif reference is not None:
+        reference_model = load_model(policy_dir(reference), device)
+    for v in versions:
+        if v.pk not in samplers:
+            samplers[v.pk] = PolicySampler(policy_dir(v), device=device, reference=reference_model)
     scorer = None
     if job.reward_model_id is not None:
         from rewardmodel.scoring import RewardScorer
