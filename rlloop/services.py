@@ -1,11 +1,12 @@
 """Policies and rounds: register a checkpoint, pick the reference, create, feed and finish rounds.
 
 Everything a worker would trip over later is checked when a round is created: the policy,
-reference and reward models (the proxy and an optional gold) belong to the project, the options pass the trainer's own
-validation, the data source holds something to train on. The message goes to the ``gpu``
-queue once the row is committed (``jobs.lifecycle.job_send``). The round's data file
-(prompts for PPO, demonstrations for SFT) is written once, by the first attempt, into the
-round's directory, so a resumed attempt trains on exactly the same data.
+reference and reward models (the one trained against and an optional gold that only watches)
+belong to the project, the options pass the trainer's own validation, the data source holds
+something to train on. The message goes to the ``gpu`` queue once the row is committed
+(``jobs.lifecycle.job_send``). The round's data file (prompts for PPO, demonstrations for
+SFT) is written once, by the first attempt, into the round's directory, so a resumed
+attempt trains on exactly the same data.
 
 A policy is chosen by its number in the project, and a checkpoint by its registered name
 (``rlloop.bases``); never by a path a caller typed.
