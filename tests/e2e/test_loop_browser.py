@@ -99,3 +99,34 @@ def test_an_annotator_never_sees_source_policy_or_score(ui: UI) -> None:
     ui.page.wait_for_selector("#empty:not([hidden])")
     assert Task.objects.get(pk=task.pk).judgement_count == 1
     ui.assert_clean()
+
+
+def test_a_running_cycle_shows_its_steps_without_overflow(ui: UI) -> None:
+    from exports.models import ExportSnapshot
+    from jobs.lifecycle import job_create
+    from jobs.models import JobState
+    from rlloop.models import LoopCycle
+
+    project, manager = loop_world()
+    policy = PolicyVersion.objects.get(project=project, number=2)
+    snapshot = job_create(ExportSnapshot, project=project, params={})
+    from django.utils import timezone
+
+    ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+        state=JobState.RUNNING, progress=0.4, heartbeat_at=timezone.now(), worker="w", owner_token="t", attempts=1
+    )
+    LoopCycle.objects.create(project=project, number=1, policy=policy, snapshot=snapshot)
+    ui.login(manager.username)
+    ui.goto(f"/projects/{project.pk}/loop/")
+    ui.page.wait_for_selector("#cycle-table .cycle-step.current progress")
+    for width, height in ((1440, 900), (1280, 720), (1024, 768)):
+        ui.page.set_viewport_size({"width": width, "height": height})
+        steps = ui.page.locator("#cycle-table .cycle-step")
+        for i in range(4):
+            step = steps.nth(i).bounding_box()
+            for inner in steps.nth(i).locator("progress, .state, .step-name").all():
+                box = inner.bounding_box()
+                inside = step["x"] - 1 <= box["x"] and box["x"] + box["width"] <= step["x"] + step["width"] + 1
+                assert inside, (width, i, box, step)
+        ui.shot(f"running-cycle-{width}")
+    ui.assert_clean()
