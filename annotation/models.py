@@ -54,6 +54,11 @@ class Project(models.Model):
         default=3, help_text="Overlap: how many annotators judge each task."
     )
     allow_ties = models.BooleanField(default=False)
+    # Chatbot Arena's "tie (bothbad)": a full tie that also says no response is acceptable.
+    allow_both_bad = models.BooleanField(
+        default=False,
+        help_text="Annotators may answer 'both are bad' ('all are bad' in a ranking): a full tie, flagged.",
+    )
     allow_skip = models.BooleanField(default=True)
     lease_seconds = models.PositiveIntegerField(default=1800, help_text="How long a claimed task stays reserved.")
     agreement_threshold = models.FloatField(
@@ -320,6 +325,9 @@ class AssignmentState(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
     # The lease ran out and the slot went to someone else (set when the late submit is refused).
     EXPIRED = "expired", "Expired"
+    # Given back without an answer and without a reason: the task is back in the queue, for this
+    # annotator too (a later claim of the task reuses the row, see ``services.assignment_release``).
+    RELEASED = "released", "Released"
 
 
 class AssignmentQuerySet(models.QuerySet["Assignment"]):
@@ -402,12 +410,18 @@ class Judgement(models.Model):
         Assignment, null=True, blank=True, on_delete=models.CASCADE, related_name="judgement"
     )
     tiers = models.JSONField()
+    # "Both are bad" (Chatbot Arena's "tie (bothbad)"; "all are bad" in a ranking): always a
+    # single tier of every response, so its PairVotes are ties and pair statistics count it
+    # as one; the flag keeps it apart for the agreement report and the exports.
+    both_bad = models.BooleanField(default=False)
     confidence = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (unsure) .. 5 (certain).")
     rationale = models.TextField(blank=True)
     time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
     client_token = models.UUIDField(default=uuid.uuid4)
     source = models.CharField(max_length=16, choices=JudgementSource.choices, default=JudgementSource.ANNOTATION)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set when its annotator changed the answer while the task was still open (services.judgement_amend).
+    amended_at = models.DateTimeField(null=True, blank=True)
 
     objects = JudgementQuerySet.as_manager()
 

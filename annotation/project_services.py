@@ -60,6 +60,7 @@ PROJECT_SETTINGS = (
     "responses_per_task",
     "annotations_per_task",
     "allow_ties",
+    "allow_both_bad",
     "allow_skip",
     "lease_seconds",
     "agreement_threshold",

@@ -25,7 +25,17 @@ from typing import Any
 
 from django.db import connection
 
-from annotation.models import Assignment, Judgement, Membership, Project, Prompt, Response, Task, TaskResponse
+from annotation.models import (
+    Assignment,
+    AssignmentState,
+    Judgement,
+    Membership,
+    Project,
+    Prompt,
+    Response,
+    Task,
+    TaskResponse,
+)
 
 ASSIGNMENT = Assignment._meta.db_table
 JUDGEMENT = Judgement._meta.db_table
@@ -121,23 +131,33 @@ def own_assignment(assignment_id: int, user_id: int) -> Assignment | None:
 
 def claim_candidates(
     *, project_id: int, user_id: int, now: datetime, exclude: list[int], limit: int
-) -> list[tuple[int, int, int]]:
-    """Open tasks this user has never had nor judged, with a free slot, in claim order.
+) -> list[tuple[int, int, int, int | None]]:
+    """Open tasks this user does not hold, never answered and never judged, with a free slot, in claim order.
 
-    Returns ``(task id, judgement_count, required_annotations)``. On PostgreSQL only the
-    first candidate is returned, locked, skipping rows that other claimers hold.
+    Returns ``(task id, judgement_count, required_annotations, released assignment id)``;
+    the last is the id of the user's own assignment of the task when they released it
+    (to be leased again: one assignment per task and annotator), else None. On PostgreSQL
+    only the first candidate is returned, locked, skipping rows that other claimers hold.
     """
     skip_locked = connection.features.has_select_for_update_skip_locked
     excluded = ""
-    params: list[Any] = [project_id, user_id, user_id, _dt(now)]
+    released = AssignmentState.RELEASED.value
+    params: list[Any] = [user_id, project_id, user_id, released, user_id, _dt(now)]
     if exclude:
         excluded = f" AND t.id NOT IN ({', '.join(['%s'] * len(exclude))})"
         params.extend(exclude)
     params.append(1 if skip_locked else limit)
     sql = (
-        f"SELECT t.id, t.judgement_count, t.required_annotations FROM {TASK} t"
+        # The released row's id is looked up for the one row returned (PostgreSQL) or the few
+        # (SQLite) only: a select-list subquery runs per output row, on the (task, annotator)
+        # unique index.
+        f"SELECT t.id, t.judgement_count, t.required_annotations,"
+        f" (SELECT back.id FROM {ASSIGNMENT} back WHERE back.task_id = t.id AND back.annotator_id = %s)"
+        f" FROM {TASK} t"
         " WHERE t.project_id = %s AND t.state = 'open'"
-        f" AND NOT EXISTS (SELECT 1 FROM {ASSIGNMENT} own WHERE own.task_id = t.id AND own.annotator_id = %s)"
+        # A released assignment gives the task back: it does not keep it from its annotator.
+        f" AND NOT EXISTS (SELECT 1 FROM {ASSIGNMENT} own WHERE own.task_id = t.id AND own.annotator_id = %s"
+        " AND own.state <> %s)"
         # An imported judgement has no assignment but still counts as this user's one
         # judgement of the task (a unique constraint): offering the task would only lead
         # to a submit that can never be recorded.
@@ -174,14 +194,15 @@ def task_response_ids(task_id: int) -> list[int]:
 
 
 def assignment_for_submit(assignment_id: int) -> dict[str, Any]:
-    """The assignment as the submit needs it, with its project's tie rule.
+    """The assignment as the submit needs it, with its project's tie and both-bad rules.
 
     ``judged``: the annotator already has a judgement on the task (this assignment's own,
     or one imported while the lease was out).
     """
     row = _rows(
         f"SELECT a.annotator_id, a.state, a.leased_at, a.expires_at, a.display_order, p.allow_ties,"
-        f" EXISTS (SELECT 1 FROM {JUDGEMENT} j WHERE j.task_id = a.task_id AND j.annotator_id = a.annotator_id)"
+        f" EXISTS (SELECT 1 FROM {JUDGEMENT} j WHERE j.task_id = a.task_id AND j.annotator_id = a.annotator_id),"
+        " p.allow_both_bad"
         f" FROM {ASSIGNMENT} a JOIN {PROJECT} p ON p.id = a.project_id WHERE a.id = %s",
         [assignment_id],
     )[0]
@@ -193,6 +214,7 @@ def assignment_for_submit(assignment_id: int) -> dict[str, Any]:
         "display_order": _read_json(row[4]),
         "allow_ties": bool(row[5]),
         "judged": bool(row[6]),
+        "allow_both_bad": bool(row[7]),
     }
 
 
@@ -208,6 +230,14 @@ def judgement_id_for_token(annotator_id: int, token: Any) -> tuple[int, int | No
 
 def assignment_finish(assignment_id: int, *, state: str, now: datetime) -> None:
     _execute(f"UPDATE {ASSIGNMENT} SET state = %s, finished_at = %s WHERE id = %s", [state, _dt(now), assignment_id])
+
+
+def assignment_lease_again(assignment_id: int, *, now: datetime, expires_at: datetime) -> None:
+    """Lease a released assignment to its annotator again (the claim found it among the candidates)."""
+    _execute(
+        f"UPDATE {ASSIGNMENT} SET state = %s, leased_at = %s, expires_at = %s, finished_at = NULL WHERE id = %s",
+        [AssignmentState.LEASED.value, _dt(now), _dt(expires_at), assignment_id],
+    )
 
 
 def task_count_judgement(task_id: int, *, complete: bool, now: datetime) -> None:

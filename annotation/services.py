@@ -1,4 +1,4 @@
-"""The work queue: claim, submit, skip. Cross-model transactional flows live here.
+"""The work queue: claim, submit, skip, release, amend. Cross-model transactional flows live here.
 
 Concurrency rule: every change to how many slots of a task are taken (a new lease, a
 judgement, a skip, a late submit) happens while holding that task's row lock. On
@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import reprlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import combinations, islice
@@ -73,6 +74,13 @@ class LeaseLost(QueueError):
 class AlreadyFinished(QueueError):
     status = 409
     code = "already_finished"
+
+
+class TaskClosed(QueueError):
+    """An answer may change only while its task is open: a complete task's judgements are final."""
+
+    status = 409
+    code = "task_complete"
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -152,6 +160,24 @@ def validate_tiers(tiers: Any, *, response_ids: list[int], allow_ties: bool) -> 
     return normalised
 
 
+def check_both_bad(tiers: list[list[int]], *, both_bad: bool) -> None:
+    """A "both are bad" answer is a full tie: one tier holding every response.
+
+    So its PairVotes are ties (pair statistics count it as one), and the flag never sits on
+    an answer that prefers one response to another. Call it on tiers ``validate_tiers`` checked.
+    """
+    if both_bad and len(tiers) != 1:
+        raise InvalidRanking(
+            "a 'both are bad' answer ties every response: send the ranking as one tier of all of them",
+            field="both_bad",
+        )
+
+
+def _refuse_both_bad_unless_allowed(*, both_bad: bool, allowed: bool) -> None:
+    if both_bad and not allowed:
+        raise QueueError("this project does not take 'both are bad' answers (setting allow_both_bad)", field="both_bad")
+
+
 def pair_votes_for(
     tiers: list[list[int]], *, display_order: list[int] | None = None
 ) -> list[tuple[int, int, int, bool | None]]:
@@ -208,12 +234,17 @@ class Claim:
 
 
 @transaction.atomic
-def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Random | None = None) -> Claim | None:
+def assignment_claim_next(
+    *, project: Project, annotator: Any, rng: random.Random | None = None, exclude: Sequence[int] = ()
+) -> Claim | None:
     """Lease the next task of ``project`` to ``annotator``, or return None when none is left.
 
     Order: the annotator's own live lease first; then highest priority; among equals,
     partly annotated tasks before fresh ones; then the oldest. A task is never leased
-    to more annotators than it still needs, and never twice to one person.
+    to more annotators than it still needs, and never twice to one person at once; a
+    task they released comes back to them like any other (its row is leased again).
+    ``exclude``: task ids not to hand out this time (the task just released, which
+    would otherwise come straight back, being first in the order).
     """
     _lock_membership_role(project, annotator)
     now = timezone.now()
@@ -221,7 +252,7 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
     if own is not None:
         return Claim(assignment=own, resumed=True)
 
-    rejected: list[int] = []
+    rejected: list[int] = [int(task_id) for task_id in exclude]
     # Each round excludes what the previous rounds rejected, so this ends: either a task
     # is leased or the candidate query comes back empty ("no work left for you").
     while True:
@@ -233,7 +264,7 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
         )
         if not candidates:
             return None
-        for task_id, judgement_count, required in candidates:
+        for task_id, judgement_count, required, released_id in candidates:
             # Re-count live leases with a fresh statement now that the row is locked: a
             # concurrent claimer may have filled the task after our candidate query's
             # snapshot was taken. (That this annotator has no assignment on it yet was
@@ -242,6 +273,13 @@ def assignment_claim_next(*, project: Project, annotator: Any, rng: random.Rando
             if judgement_count + queue_sql.live_lease_count(task_id, now) >= required:
                 rejected.append(task_id)
                 continue
+            if released_id is not None:
+                # The annotator released this task before: the same row, leased again, with
+                # the order they were shown then.
+                queue_sql.assignment_lease_again(
+                    released_id, now=now, expires_at=now + timedelta(seconds=project.lease_seconds)
+                )
+                return Claim(assignment=Assignment.objects.get(pk=released_id), resumed=False)
             order = queue_sql.task_response_ids(task_id)
             (rng or random).shuffle(order)
             assignment = Assignment.objects.create(
@@ -272,12 +310,15 @@ def judgement_submit(
     confidence: int | None = None,
     rationale: str = "",
     time_taken_ms: int | None = None,
+    both_bad: bool = False,
 ) -> Submission:
     """Record the annotator's ranking for a leased task, with its PairVotes, atomically.
 
     Idempotent on ``client_token``: a retry with the same token returns the judgement the
     first call created and writes nothing. A lease that expired is still accepted when its
-    slot was not given to somebody else; otherwise :class:`LeaseLost`.
+    slot was not given to somebody else; otherwise :class:`LeaseLost`. ``both_bad``: the
+    "both are bad" verdict, only where the project allows it and only as a full tie
+    (:func:`check_both_bad`); allowed, it is a tie even in a project without ties.
     """
     try:
         token = uuid.UUID(str(client_token)) if client_token else uuid.uuid4()
@@ -290,6 +331,7 @@ def judgement_submit(
     # malformed or huge ranking must not hold a lock (on SQLite, the database's only
     # write lock) while it is refused. The project's tie rule is applied under the lock.
     ranking = validate_tiers(ranking, response_ids=assignment.display_order, allow_ties=True)
+    check_both_bad(ranking, both_bad=both_bad)
     with transaction.atomic():
         outcome = _submit_under_lock(
             assignment_id=assignment.pk,
@@ -299,6 +341,7 @@ def judgement_submit(
             confidence=confidence,
             rationale=rationale,
             time_taken_ms=time_taken_ms,
+            both_bad=both_bad,
         )
     # Raised after the block commits, so that the lease is recorded as expired.
     if isinstance(outcome, QueueError):
@@ -315,6 +358,7 @@ def _submit_under_lock(
     confidence: int | None,
     rationale: str,
     time_taken_ms: int | None,
+    both_bad: bool,
 ) -> Submission | QueueError:
     task_state, judgement_count, required = queue_sql.lock_task(task_id)
     # Everything below is read after the task lock, so a concurrent duplicate of this
@@ -331,6 +375,8 @@ def _submit_under_lock(
         raise AlreadyFinished("this task was already submitted")
     if assignment["state"] == AssignmentState.SKIPPED:
         raise AlreadyFinished("this task was skipped")
+    if assignment["state"] == AssignmentState.RELEASED:
+        raise AlreadyFinished("you released this task: claim it again to answer it")
     now = timezone.now()
     if assignment["judged"]:
         # An import recorded this annotator's judgement of the task while the lease was
@@ -339,10 +385,11 @@ def _submit_under_lock(
         queue_sql.assignment_finish(assignment_id, state=AssignmentState.EXPIRED, now=now)
         return AlreadyFinished("you already have a judgement on this task (an imported one)")
 
-    # Checked again with the project's tie rule, read under the lock; the ranking was
-    # already checked against the display order, so this is O(K).
+    # Checked again with the project's tie and both-bad rules, read under the lock; the
+    # ranking was already checked against the display order, so this is O(K).
+    _refuse_both_bad_unless_allowed(both_bad=both_bad, allowed=assignment["allow_both_bad"])
     display_order = assignment["display_order"]
-    tiers = validate_tiers(ranking, response_ids=display_order, allow_ties=assignment["allow_ties"])
+    tiers = validate_tiers(ranking, response_ids=display_order, allow_ties=assignment["allow_ties"] or both_bad)
 
     if not (assignment["state"] == AssignmentState.LEASED and assignment["expires_at"] > now):
         # Late: accept only if the slot it held is still free.
@@ -358,6 +405,7 @@ def _submit_under_lock(
         annotator_id=assignment["annotator_id"],
         assignment_id=assignment_id,
         tiers=tiers,
+        both_bad=both_bad,
         confidence=confidence,
         rationale=rationale or "",
         time_taken_ms=max(0, time_taken_ms),
@@ -397,13 +445,107 @@ def assignment_skip(*, assignment: Assignment, reason: str) -> Assignment:
     assignment = Assignment.objects.select_related("project").get(pk=assignment.pk)
     if not assignment.project.allow_skip:
         raise NotAllowed("this project does not allow skipping")
-    if assignment.state in (AssignmentState.SUBMITTED, AssignmentState.SKIPPED):
+    if assignment.state in (AssignmentState.SUBMITTED, AssignmentState.SKIPPED, AssignmentState.RELEASED):
         raise AlreadyFinished(f"this task was already {assignment.state}")
     assignment.state = AssignmentState.SKIPPED
     assignment.skip_reason = reason
     assignment.finished_at = timezone.now()
     assignment.save(update_fields=["state", "skip_reason", "finished_at"])
     return assignment
+
+
+# --- release ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def assignment_release(*, assignment: Assignment) -> Assignment:
+    """Give a task back without an answer and without a reason: the lease ends at once.
+
+    Unlike a skip, the task is not gone for good: it is back in the queue for everybody,
+    this annotator included (the claim ignores a released assignment and a later claim
+    leases the same row again). Releasing twice answers the released assignment again;
+    a submitted or skipped task is refused.
+    """
+    _lock_task(assignment.task_id)
+    assignment = Assignment.objects.get(pk=assignment.pk)
+    if assignment.state in (AssignmentState.SUBMITTED, AssignmentState.SKIPPED):
+        raise AlreadyFinished(f"this task was already {assignment.state}")
+    if assignment.state == AssignmentState.RELEASED:
+        return assignment
+    # A lease that ran out (or whose late submit found the slot gone) is released too: it
+    # held nothing any more, and the task may still come back to its annotator.
+    assignment.state = AssignmentState.RELEASED
+    assignment.finished_at = timezone.now()
+    assignment.save(update_fields=["state", "finished_at"])
+    return assignment
+
+
+# --- amend --------------------------------------------------------------------------------
+
+
+def judgement_last(*, project: Project, annotator: Any) -> Judgement | None:
+    """The annotator's most recent answer on the labeling queue of ``project`` (imports aside), or None."""
+    return (
+        Judgement.objects.filter(task__project=project, annotator=annotator, source=JudgementSource.ANNOTATION)
+        .select_related("task", "assignment")
+        .order_by("-id")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Amendment:
+    judgement: Judgement
+    changed: bool  # False when the answer sent is the one already stored: nothing was written
+
+
+def judgement_amend(
+    *,
+    judgement: Judgement,
+    ranking: Any,
+    both_bad: bool = False,
+    confidence: int | None = None,
+    rationale: str = "",
+) -> Amendment:
+    """Replace the annotator's answer while its task is still open; its PairVotes are rewritten with it.
+
+    ``judgement`` must be the caller's own (the views answer anybody else's with a 404).
+    The answer is whole: ranking, ``both_bad``, confidence and rationale replace the stored
+    ones, checked by the rules of a submit (the display order the annotator was shown, the
+    project's tie and both-bad rules read under the task's lock). Refused with
+    :class:`TaskClosed` once the task is complete (its judgements are the final set that
+    agreement and exports read) or retired, and for imported judgements. Idempotent: the
+    stored answer sent again writes nothing (``changed`` False).
+    """
+    if judgement.source != JudgementSource.ANNOTATION or judgement.assignment_id is None:
+        raise NotAllowed("an imported judgement cannot be changed on the platform")
+    if confidence is not None and not (1 <= confidence <= 5):
+        raise QueueError("confidence must be between 1 and 5", field="confidence")
+    display_order = Assignment.objects.values_list("display_order", flat=True).get(pk=judgement.assignment_id)
+    # Shape first, outside the lock, as a submit does.
+    tiers = validate_tiers(ranking, response_ids=display_order, allow_ties=True)
+    check_both_bad(tiers, both_bad=both_bad)
+    with transaction.atomic():
+        task = _lock_task(judgement.task_id)
+        if task.state != TaskState.OPEN:
+            raise TaskClosed(
+                f"this task is {task.state}: its answers are final and can no longer change", field="judgement"
+            )
+        project = Project.objects.only("allow_ties", "allow_both_bad").get(pk=task.project_id)
+        _refuse_both_bad_unless_allowed(both_bad=both_bad, allowed=project.allow_both_bad)
+        tiers = validate_tiers(tiers, response_ids=display_order, allow_ties=project.allow_ties or both_bad)
+        current = Judgement.objects.get(pk=judgement.pk)
+        wanted = {"tiers": tiers, "both_bad": both_bad, "confidence": confidence, "rationale": rationale or ""}
+        if all(getattr(current, field) == value for field, value in wanted.items()):
+            return Amendment(judgement=current, changed=False)
+        for field, value in wanted.items():
+            setattr(current, field, value)
+        current.amended_at = timezone.now()
+        current.save(update_fields=[*wanted, "amended_at"])
+        # Every pair outcome follows the new tiers: the old votes go in the same transaction.
+        PairVote.objects.filter(judgement=current).delete()
+        _write_pair_votes(current, display_order=display_order)
+    return Amendment(judgement=current, changed=True)
 
 
 # --- imported judgements -----------------------------------------------------------------
@@ -462,6 +604,7 @@ def judgement_submit_and_claim_next(
     confidence: int | None = None,
     rationale: str = "",
     time_taken_ms: int | None = None,
+    both_bad: bool = False,
     rng: random.Random | None = None,
 ) -> SubmitAndNext:
     """Submit the annotator's ranking and lease their next task, for one HTTP round trip.
@@ -494,6 +637,7 @@ def judgement_submit_and_claim_next(
             confidence=confidence,
             rationale=rationale,
             time_taken_ms=time_taken_ms,
+            both_bad=both_bad,
         )
     except (LeaseLost, AlreadyFinished) as exc:
         refused = exc

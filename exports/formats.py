@@ -13,6 +13,12 @@ Conventions (what a consumer may rely on):
   TRL's RewardTrainer would subtract it inside the loss (Llama 2's margin loss), which
   must be a choice, not an accident. ``vote_share`` is the winner's share of the counted
   votes, in (0.5, 1]: a soft label P(chosen preferred).
+* ``votes_both_bad``: how many of the ``votes_tie`` came from "both are bad" answers
+  ("all are bad" in a ranking; Chatbot Arena's ``tie (bothbad)``). Such an answer is a full
+  tie of the task, so it adds one to this count on every pair of the group, and the group
+  row carries the same count as ``both_bad``. A trainer can filter on it, e.g. leave out
+  groups where ``both_bad`` is a large share of the votes (the chosen response was judged
+  bad too), or use only pairs with ``votes_both_bad == 0``. ``dropped.jsonl`` has it too.
 * ``weight``: ``group`` = 1 / C(K, 2), K the task's number of responses (InstructGPT:
   every prompt's comparisons together weigh at most one, so a 9-way task does not count
   36 times); ``uniform`` = 1; ``vote_margin`` = (2 * vote_share - 1) / C(K, 2), which
@@ -59,6 +65,7 @@ PAIR_SCHEMA = pa.schema(
         ("votes_chosen", pa.int64()),
         ("votes_rejected", pa.int64()),
         ("votes_tie", pa.int64()),
+        ("votes_both_bad", pa.int64()),
     ]
 )
 PAIR_COLUMNS: tuple[str, ...] = tuple(PAIR_SCHEMA.names)

@@ -90,6 +90,17 @@ class Aggregated:
     votes_used: int
     raters: np.ndarray
     rater_votes: np.ndarray
+    both_bad_tasks: np.ndarray
+    """Sorted ids of the tasks with a counted "both are bad" judgement."""
+    both_bad_counts: np.ndarray
+    """How many such judgements each of ``both_bad_tasks`` has."""
+
+    def both_bad_of(self, task_ids: np.ndarray) -> np.ndarray:
+        """Counted "both are bad" judgements of each task id: the both-bad tie votes on each of its pairs."""
+        if self.both_bad_tasks.size == 0:
+            return np.zeros(np.shape(task_ids), dtype=np.int64)
+        where = np.minimum(np.searchsorted(self.both_bad_tasks, task_ids), self.both_bad_tasks.size - 1)
+        return np.where(self.both_bad_tasks[where] == task_ids, self.both_bad_counts[where], 0)
 
 
 def aggregate_project(project: Project, params: ExportParams, source: SourceState) -> Aggregated:
@@ -100,6 +111,15 @@ def aggregate_project(project: Project, params: ExportParams, source: SourceStat
     result = majority_vote(votes, params.majority_config())
     keys = data.units[result.units] if result.units.size else np.zeros((0, 3), dtype=np.int64)
     raters, rater_votes = np.unique(votes.rater, return_counts=True)
+    # "Both are bad" judgements are full ties: each one is a tie vote on every pair of its task,
+    # so a per-task count (of the judgements the votes above count) flags every pair.
+    both_bad = (
+        Judgement.objects.filter(task__project=project, both_bad=True, pk__lte=limit)
+        .exclude(annotator_id__in=[int(r) for r in result.excluded_raters])
+        .order_by()
+        .values_list("task_id", flat=True)
+    )
+    both_bad_tasks, both_bad_counts = np.unique(np.fromiter(both_bad, dtype=np.int64), return_counts=True)
     return Aggregated(
         result=result,
         margin=result.margin,
@@ -109,6 +129,8 @@ def aggregate_project(project: Project, params: ExportParams, source: SourceStat
         votes_used=int(np.count_nonzero(~np.isin(votes.rater, result.excluded_raters))),
         raters=raters,
         rater_votes=rater_votes,
+        both_bad_tasks=both_bad_tasks,
+        both_bad_counts=both_bad_counts.astype(np.int64),
     )
 
 
@@ -299,6 +321,8 @@ def _write_chunk(chunk: _Chunk, agg: Aggregated, unavailable: np.ndarray, params
     votes_chosen = np.where(a_wins, result.votes_a[rows], result.votes_b[rows])
     votes_rejected = np.where(a_wins, result.votes_b[rows], result.votes_a[rows])
     votes_tie = result.votes_tie[rows]
+    group_both_bad = agg.both_bad_of(task_ids)
+    votes_both_bad = group_both_bad[row_group]
     share = result.share[rows].astype(float)
     slots_per_group = np.bincount(slot_group, minlength=n_groups)
     k = np.where(slots_per_group > 0, slots_per_group, chunk.num_responses)
@@ -331,6 +355,7 @@ def _write_chunk(chunk: _Chunk, agg: Aggregated, unavailable: np.ndarray, params
     chosen_slot_l, rejected_slot_l = chosen_slot.tolist(), rejected_slot.tolist()
     weight_l, share_l = weight.tolist(), share.tolist()
     vc_l, vr_l, vt_l = votes_chosen.tolist(), votes_rejected.tolist(), votes_tie.tolist()
+    group_bad_l = group_both_bad.tolist()
     slot_ids, positions = chunk.slot_response.tolist(), chunk.slot_position.tolist()
     copeland, rank = consensus.copeland.tolist(), consensus.rank.tolist()
     counts = out.counts
@@ -345,6 +370,7 @@ def _write_chunk(chunk: _Chunk, agg: Aggregated, unavailable: np.ndarray, params
         task_id, split, prompt, prompt_id = tasks_l[g], splits[g], prompt_json[g], prompt_ids[g]
         head = f'{{"prompt":{prompt},"chosen":'
         middle = f',"group_id":{task_id},"prompt_id":{prompt_id},"chosen_id":'
+        bad = group_bad_l[g]  # every pair of a group has the same both-bad votes
         lines = []
         pair_entries = []
         for r in range(int(group_row_start[g]), int(group_row_start[g]) + n_rows):
@@ -354,11 +380,11 @@ def _write_chunk(chunk: _Chunk, agg: Aggregated, unavailable: np.ndarray, params
                 f"{head}{assistant_json[chosen_slot_l[r]]},"
                 f'"rejected":{assistant_json[rejected_slot_l[r]]}{middle}{c},"rejected_id":{j},'
                 f'"split":"{split}","weight":{w!r},"vote_share":{s!r},"votes_chosen":{vc},'
-                f'"votes_rejected":{vr},"votes_tie":{vt}}}\n'
+                f'"votes_rejected":{vr},"votes_tie":{vt},"votes_both_bad":{bad}}}\n'
             )
             pair_entries.append(
                 f'{{"chosen":{c},"rejected":{j},"votes_chosen":{vc},"votes_rejected":{vr},'
-                f'"votes_tie":{vt},"vote_share":{s!r},"weight":{w!r}}}'
+                f'"votes_tie":{vt},"votes_both_bad":{bad},"vote_share":{s!r},"weight":{w!r}}}'
             )
         block = "".join(lines).encode()
         pairs_out.append(block)
@@ -374,7 +400,8 @@ def _write_chunk(chunk: _Chunk, agg: Aggregated, unavailable: np.ndarray, params
         consensus_ids = ",".join(str(slot_ids[i]) for i in sorted(members, key=rank.__getitem__))
         groups_out.append(
             f'{{"group_id":{task_id},"prompt_id":{prompt_id},"split":"{split}","prompt":{prompt},'
-            f'"responses":[{responses}],"consensus":[{consensus_ids}],"pairs":[{",".join(pair_entries)}]}}\n'
+            f'"responses":[{responses}],"consensus":[{consensus_ids}],"both_bad":{bad},'
+            f'"pairs":[{",".join(pair_entries)}]}}\n'
         )
         counts["groups"][split] += 1
         counts["pairs"][split] += n_rows
@@ -401,6 +428,7 @@ def _write_chunk(chunk: _Chunk, agg: Aggregated, unavailable: np.ndarray, params
             votes_chosen=votes_chosen,
             votes_rejected=votes_rejected,
             votes_tie=votes_tie,
+            votes_both_bad=votes_both_bad,
         )
     )
 
@@ -441,6 +469,7 @@ def _pair_table(
     votes_chosen: np.ndarray,
     votes_rejected: np.ndarray,
     votes_tie: np.ndarray,
+    votes_both_bad: np.ndarray,
 ) -> pa.Table:
     """The chunk's pair rows as an Arrow table: each prompt and text converted once, then taken per row."""
     prompt_offsets = np.zeros(len(prompts) + 1, dtype=np.int64)
@@ -466,6 +495,7 @@ def _pair_table(
         pa.array(votes_chosen, pa.int64()),
         pa.array(votes_rejected, pa.int64()),
         pa.array(votes_tie, pa.int64()),
+        pa.array(votes_both_bad, pa.int64()),
     ]
     return pa.Table.from_arrays(columns, schema=PAIR_SCHEMA)
 
@@ -523,6 +553,7 @@ def write_snapshot(
             "pairs_kept": int(sum(counts["pairs"].values())),
             "pairs_dropped": dropped,
             "votes": agg.votes_used,
+            "both_bad_judgements": int(agg.both_bad_counts.sum()),
             "votes_excluded": int(agg.rater_votes[np.isin(agg.raters, result.excluded_raters)].sum()),
             "batches": {split: sum(1 for name in files if name.startswith(f"batches/{split}-")) for split in SPLITS},
             "oversized_batches": sum(b.oversized for b in out.batches.values()),
@@ -559,13 +590,14 @@ def _write_dropped(path: Path, agg: Aggregated, unavailable: np.ndarray) -> tupl
             result.votes_a[units].tolist(),
             result.votes_b[units].tolist(),
             result.votes_tie[units].tolist(),
+            agg.both_bad_of(agg.task[units]).tolist(),
             shares,
             strict=True,
         )
         block = "".join(
             f'{{"group_id":{task},"response_a":{a},"response_b":{b},"reason":"{reason}","votes_a":{va},'
-            f'"votes_b":{vb},"votes_tie":{vt},"share":{share}}}\n'
-            for task, a, b, reason, va, vb, vt, share in columns
+            f'"votes_b":{vb},"votes_tie":{vt},"votes_both_bad":{bad},"share":{share}}}\n'
+            for task, a, b, reason, va, vb, vt, bad, share in columns
         )
         out.write_block(block.encode(), units.size)
     by_reason = {reason: int(np.count_nonzero(reasons == reason)) for reason in (*DROP_REASONS, TEXT_UNAVAILABLE)}

@@ -53,10 +53,14 @@ class ProjectForm(forms.ModelForm):
         fields = list(PROJECT_SETTINGS)
         labels = {
             "allow_ties": "Allow ties",
+            "allow_both_bad": "Allow “both are bad” (“all are bad” in a ranking)",
             "allow_skip": "Allow skipping (with a reason)",
             "guidelines": "Guidelines for annotators (markdown)",
         }
-        help_texts = {"guidelines": "Headings, lists, tables, code, links. Raw HTML is shown as text, never run."}
+        help_texts = {
+            "guidelines": "Headings, lists, tables, code, links. Raw HTML is shown as text, never run.",
+            "allow_both_bad": "A tie that also says no response is acceptable; kept apart in agreement and exports.",
+        }
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 12, "spellcheck": "true"})}
 
     def clean(self) -> dict[str, Any]:

@@ -23,6 +23,19 @@ urlpatterns = [
         views.annotate_submit_next,
         name="annotate-submit-next",
     ),
+    # Release a task (back to the queue) + next task; the last answer and its amendment; a manager's preview.
+    path(
+        "projects/<int:project_id>/annotate/assignments/<int:assignment_id>/release/",
+        views.annotate_release_next,
+        name="annotate-release-next",
+    ),
+    path("projects/<int:project_id>/annotate/last/", views.annotate_last, name="annotate-last"),
+    path(
+        "projects/<int:project_id>/annotate/judgements/<int:judgement_id>/amend/",
+        views.annotate_amend,
+        name="annotate-amend",
+    ),
+    path("projects/<int:project_id>/annotate/preview/", views.annotate_preview, name="annotate-preview"),
     # Manager pages: project settings, members, imports, task browser, item review.
     path("", include("frontend.urls_manage")),
     # Agreement dashboard and export downloads.

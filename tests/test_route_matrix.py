@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from rest_framework.test import APIClient
 
 from accounts.services import invitation_create, named_token_create
 from annotation import services
-from annotation.models import Membership, Role
+from annotation.models import Assignment, Membership, Role
 from exports.models import ExportSnapshot
 from jobs.lifecycle import job_create
 from jobs.models import JobState
@@ -63,6 +64,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "api-import-cancel": {"post": MANAGER},
     "api-submit": {"post": ASSIGNEE},
     "api-skip": {"post": ASSIGNEE},
+    "api-release": {"post": ASSIGNEE},
+    "api-judgement-amend": {"post": ASSIGNEE},
     "api-agreement": {"get": MANAGER},
     "api-agreement-trend": {"get": MANAGER},
     "api-exports": {"get": MANAGER, "post": MANAGER},
@@ -116,6 +119,10 @@ ROUTES: dict[str, dict[str, str]] = {
     "annotate-assignment": {"get": ASSIGNEE},
     "annotate-next": {"post": MEMBER},
     "annotate-submit-next": {"post": ASSIGNEE},
+    "annotate-release-next": {"post": ASSIGNEE},
+    "annotate-last": {"get": MEMBER},
+    "annotate-amend": {"post": ASSIGNEE},
+    "annotate-preview": {"get": MANAGER},
     "project-edit": {"get": MANAGER, "post": MANAGER},
     "project-members": {"get": MANAGER, "post": MANAGER},
     "project-imports": {"get": MANAGER, "post": MANAGER},
@@ -258,10 +265,28 @@ def world(db, settings, tmp_path, job_messages) -> World:
     return world
 
 
+def answered_judgement(world: World) -> int:
+    """The annotator's answer on a task that is still open, for the routes that change an answer.
+
+    Made only for them: a judgement in the world would fill the annotator's judgement list,
+    whose rows name their own username under the key ``annotator``.
+    """
+    task = make_task(world.project)
+    now = timezone.now()
+    order = task.response_ids()
+    lease = Assignment.objects.create(
+        task=task, project=world.project, annotator=world.people["annotator"], display_order=order,
+        leased_at=now, expires_at=now + timedelta(minutes=30),
+    )  # fmt: skip
+    return services.judgement_submit(assignment=lease, ranking=[[r] for r in order]).judgement.pk
+
+
 def url_of(pattern_route: str, name: str, world: World) -> str:
     from django.urls import reverse
 
     route_params = [p.split(">")[0].split(":")[-1] for p in pattern_route.split("<")[1:]]
+    if "judgement_id" in route_params and "judgement_id" not in world.kwargs:
+        world.kwargs["judgement_id"] = answered_judgement(world)
     kwargs = {key: world.kwargs[key] for key in route_params}
     if name in ("api-job", "api-job-cancel", "job-cancel"):
         kwargs["job_id"] = world.kwargs["_countdown"]

@@ -103,6 +103,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "responses_per_task",
             "annotations_per_task",
             "allow_ties",
+            "allow_both_bad",
             "allow_skip",
             "lease_seconds",
             "agreement_threshold",
@@ -184,12 +185,28 @@ RATIONALE_MAX_CHARS = 20_000
 SUBMIT_MAX_BODY_BYTES = 12 * RATIONALE_MAX_CHARS + 16 * 1024
 
 
+_BOTH_BAD_HELP = (
+    "The 'both are bad' verdict ('all are bad' in a ranking; Chatbot Arena's 'tie (bothbad)'): only where "
+    "the project's allow_both_bad is on, and only with a ranking of one tier holding every response."
+)
+
+
 class SubmitSerializer(serializers.Serializer):
     ranking = TiersField()
     client_token = serializers.UUIDField(help_text="Makes the submit idempotent: a retry returns the same judgement.")
+    both_bad = serializers.BooleanField(default=False, help_text=_BOTH_BAD_HELP)
     confidence = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=RATIONALE_MAX_CHARS)
     time_taken_ms = serializers.IntegerField(min_value=0, max_value=_INT32_MAX, required=False, allow_null=True)
+
+
+class AmendSerializer(serializers.Serializer):
+    """A whole answer that replaces the stored one: fields left out take their defaults, not the old values."""
+
+    ranking = TiersField()
+    both_bad = serializers.BooleanField(default=False, help_text=_BOTH_BAD_HELP)
+    confidence = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True, default=None)
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=RATIONALE_MAX_CHARS, default="")
 
 
 class SkipSerializer(serializers.Serializer):
@@ -222,12 +239,14 @@ class JudgementSerializer(serializers.ModelSerializer):
             "annotator_id",
             "annotator",
             "ranking",
+            "both_bad",
             "confidence",
             "rationale",
             "time_taken_ms",
             "client_token",
             "source",
             "created_at",
+            "amended_at",
         ]
         read_only_fields = fields
 

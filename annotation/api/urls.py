@@ -23,6 +23,8 @@ urlpatterns = [
     ),
     path("assignments/<int:assignment_id>/submit/", views.SubmitView.as_view(), name="api-submit"),
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="api-skip"),
+    path("assignments/<int:assignment_id>/release/", views.ReleaseView.as_view(), name="api-release"),
+    path("judgements/<int:judgement_id>/amend/", views.JudgementAmendView.as_view(), name="api-judgement-amend"),
     path("projects/<int:project_id>/agreement/", report_views.AgreementReportView.as_view(), name="api-agreement"),
     path(
         "projects/<int:project_id>/agreement/trend/",

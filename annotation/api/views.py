@@ -45,7 +45,14 @@ from annotation.project_services import (
     project_create,
     project_update,
 )
-from annotation.services import QueueError, assignment_claim_next, assignment_skip, judgement_submit
+from annotation.services import (
+    QueueError,
+    assignment_claim_next,
+    assignment_release,
+    assignment_skip,
+    judgement_amend,
+    judgement_submit,
+)
 from arpad.api.permissions import CanCreateProjects, IsProjectManager, IsProjectManagerOrReadOnly, IsProjectMember
 from arpad.api.serializers import ErrorSerializer
 from arpad.api.views import NoStoreMixin, ProjectScopedMixin, RefusalMixin
@@ -355,6 +362,59 @@ class SkipView(QueueErrorMixin, APIView):
         incoming.is_valid(raise_exception=True)
         skipped = assignment_skip(assignment=assignment, reason=incoming.validated_data["reason"])
         return Response(s.AssignmentSerializer(skipped).data)
+
+
+@method_decorator(body_limit(SMALL_BODY_MAX_BYTES), name="dispatch")
+class ReleaseView(QueueErrorMixin, APIView):
+    """Give your task back without an answer or a reason: the lease ends, and the task returns to
+    the queue, where it may be offered to you again later (a skip keeps it from you for good)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: s.AssignmentSerializer, **_QUEUE_ERRORS})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = own_assignment(request.user, assignment_id)
+        return Response(s.AssignmentSerializer(assignment_release(assignment=assignment)).data)
+
+
+def own_judgement(user: Any, judgement_id: int) -> Judgement:
+    """The caller's own judgement in a project they still belong to; 404 for anybody else's."""
+    if not 0 < judgement_id <= queue_sql.ID_MAX:
+        raise Http404("No such judgement.")
+    judgement = (
+        Judgement.objects.filter(pk=judgement_id, annotator=user, task__project__memberships__user=user)
+        .select_related("annotator")
+        .first()
+    )
+    if judgement is None:
+        raise Http404("No such judgement.")
+    return judgement
+
+
+@method_decorator(body_limit(s.SUBMIT_MAX_BODY_BYTES), name="dispatch")
+class JudgementAmendView(NoStoreMixin, QueueErrorMixin, APIView):
+    """Change your answer while its task is open: the whole answer is replaced and its pair votes rewritten.
+
+    409 ``task_complete`` once the task is complete (its answers are final). Sending the
+    stored answer again changes nothing (200 either way).
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=s.AmendSerializer,
+        responses={
+            200: OpenApiResponse(s.JudgementSerializer, description="The answer as now stored."),
+            **_QUEUE_ERRORS,
+        },
+    )
+    def post(self, request: Request, judgement_id: int) -> Response:
+        judgement = own_judgement(request.user, judgement_id)
+        incoming = s.AmendSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        amended = judgement_amend(judgement=judgement, **incoming.validated_data).judgement
+        amended.annotator = request.user
+        return Response(s.JudgementSerializer(amended).data)
 
 
 # --- tasks and judgements -------------------------------------------------------------------

@@ -33,6 +33,11 @@ them. Its parts:
     judgement count, and ``flags``: ``low_agreement`` (leave-one-out agreement below
     ``low_agreement_below`` over at least ``min_overlap`` votes), ``position_bias``
     (p below ``position_bias_p``) and ``too_fast`` (median time below ``too_fast_ms``).
+``verdicts``
+    the "both are bad" answers (``Judgement.both_bad``), reported on their own: whether
+    the project allows them, how many judgements say so and their share of all judgements.
+    Each one is a full tie, so every figure above already counts it as a tie (A / tie / B);
+    each annotator row carries its own ``both_bad`` count and share as well.
 ``contested``
     units whose most-voted outcome has less than ``contested_threshold`` of the votes
     (default: the project's ``agreement_threshold``) or shares the top with another
@@ -69,6 +74,7 @@ import math
 from typing import Any
 
 import numpy as np
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotation.agreement import (
@@ -90,7 +96,7 @@ from annotation.agreement_data import (
     project_rankings,
     release_free_memory,
 )
-from annotation.models import Project, ProjectKind, Response, Task
+from annotation.models import Judgement, Project, ProjectKind, Response, Task
 from annotation.reports.figures import COLUMNS, bootstrap_sums, compact_ratings, pooled_statistics, unit_sums
 
 REPORT_VERSION = 1
@@ -185,6 +191,35 @@ def _statistic(
     }
 
 
+def _both_bad_counts(project: Project) -> dict[int, tuple[int, int]]:
+    """Per annotator id: (judgements, "both are bad" judgements) in ``project``; one grouped query."""
+    rows = (
+        Judgement.objects.filter(task__project=project)
+        .order_by()
+        .values("annotator_id")
+        .annotate(n=Count("id"), bad=Count("id", filter=Q(both_bad=True)))
+        .values_list("annotator_id", "n", "bad")
+    )
+    return {annotator: (n, bad) for annotator, n, bad in rows}
+
+
+def _share(part: int, whole: int) -> float | None:
+    return _num(part / whole) if whole else None
+
+
+def _verdicts(project: Project, counts: dict[int, tuple[int, int]]) -> dict[str, Any]:
+    judgements = sum(n for n, _ in counts.values())
+    bad = sum(bad for _, bad in counts.values())
+    return {
+        "allow_both_bad": project.allow_both_bad,
+        "both_bad": {
+            "judgements": bad,
+            "share": _share(bad, judgements),
+            "reason": None if judgements else NO_JUDGEMENTS,
+        },
+    }
+
+
 def _position_reasons(votes: PairVotes, rater_index: np.ndarray, n_raters: int) -> np.ndarray:
     known = np.bincount(rater_index[votes.a_shown_first >= 0], minlength=n_raters)
     return np.where(
@@ -202,6 +237,7 @@ def _annotator_rows(
     low_agreement_below: float,
     position_bias_p: float,
     too_fast_ms: float,
+    both_bad: dict[int, tuple[int, int]],
 ) -> list[dict[str, Any]]:
     votes = data.votes
     _, rater_index = distinct_index(votes.rater)
@@ -265,6 +301,10 @@ def _annotator_rows(
                     "value": _num(median, 1),
                     "n": int(timed[i]),
                     "reason": _reason(median, "no judgement with a recorded time (imports carry none)"),
+                },
+                "both_bad": {
+                    "n": both_bad.get(int(rater), (0, 0))[1],
+                    "share": _share(both_bad.get(int(rater), (0, 0))[1], int(judgements[i])),
                 },
                 "flags": flags,
             }
@@ -446,6 +486,8 @@ def agreement_report(
         "units_with_overlap": int((unit_counts.sum(axis=1) >= 2).sum()),
         "annotators": len(data.usernames),
     }
+    both_bad = _both_bad_counts(project)
+    report["verdicts"] = _verdicts(project, both_bad)
 
     if len(votes) == 0:
         empty = _EMPTY_STATISTIC
@@ -571,6 +613,7 @@ def agreement_report(
         low_agreement_below=low_agreement_below,
         position_bias_p=position_bias_p,
         too_fast_ms=too_fast_ms,
+        both_bad=both_bad,
     )
     report["annotators"].sort(key=lambda row: row["username"])
     report["contested"] = _contested(data, threshold=threshold, limit=contested_limit)

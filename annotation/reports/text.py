@@ -59,6 +59,14 @@ def render_table(report: dict[str, Any], *, max_pairs: int = 30) -> str:
         f"of {counts['tasks']} tasks; judgements {counts['judgements']}; annotators {counts['annotators']}; "
         f"pair votes {counts['pair_votes']} on {counts['units']} response pairs"
     )
+    verdicts = report.get("verdicts")
+    if verdicts and (verdicts["allow_both_bad"] or verdicts["both_bad"]["judgements"]):
+        share = verdicts["both_bad"]["share"]
+        lines.append(
+            f"both are bad: {verdicts['both_bad']['judgements']} of {counts['judgements']} judgements"
+            + ("" if share is None else f" ({share * 100:.1f}%)")
+            + "; each is a full tie, counted as a tie in the pair figures"
+        )
     if source is not None and (source["imported"]["skipped"] or source["notes"]):
         lines.append(f"import: {source['imported']['skipped']} record(s) skipped; " + "; ".join(source["notes"]))
     if parameters["bootstrap"]:

@@ -127,6 +127,7 @@ def test_parquet_is_written_in_row_groups_and_byte_stable(tmp_path):
             "votes_chosen": 3,
             "votes_rejected": 0,
             "votes_tie": 0,
+            "votes_both_bad": 0,
         }
 
     infos = []

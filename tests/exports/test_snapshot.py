@@ -177,6 +177,7 @@ def test_parquet_and_jsonl_hold_the_same_rows(three_way):
         "votes_chosen",
         "votes_rejected",
         "votes_tie",
+        "votes_both_bad",
     ]
     row = jsonl[0]
     assert row["prompt"][0]["role"] == "user" and [m["role"] for m in row["chosen"]] == ["assistant"]
