@@ -9,23 +9,37 @@
 // the next task in the same request: one round trip, no second lease. The answer is never
 // lost: a failed request keeps the ranking and the client token, so a retry is idempotent
 // and is handed the same next task.
+//
+// Besides: "both are bad" (a full tie, flagged), releasing a task back to the queue, a review
+// of the annotator's last answer (changed while its task is open, the leased task kept
+// meanwhile), and a manager's preview, which claims nothing (data-preview).
 const root = document.getElementById("annotate");
 const ID_SLOT = "987654321"; // the template reverses the per-assignment URLs with this id
 const cfg = {
   kind: root.dataset.kind,
   allowTies: root.dataset.allowTies === "true",
   allowSkip: root.dataset.allowSkip === "true",
+  allowBothBad: root.dataset.allowBothBad === "true",
+  preview: root.dataset.preview === "true",
   leaseSeconds: Number(root.dataset.leaseSeconds),
   nextUrl: root.dataset.nextUrl,
   submitUrl: (id) => root.dataset.submitNextUrl.replace(ID_SLOT, String(id)),
   skipUrl: (id) => root.dataset.skipUrl.replace(ID_SLOT, String(id)),
+  releaseUrl: (id) => root.dataset.releaseUrl.replace(ID_SLOT, String(id)),
+  lastUrl: root.dataset.lastUrl,
+  amendUrl: (id) => root.dataset.amendUrl.replace(ID_SLOT, String(id)),
+  previewUrl: root.dataset.previewUrl,
 };
 const pairwise = cfg.kind === "pairwise";
 const $ = (id) => document.getElementById(id);
 
-let cur = null; // the task on screen
+let cur = null; // the task on screen (cur.review: the last answer, shown again; cur.readOnly: nothing to change)
+let held = null; // the leased task, kept while the annotator reviews their last answer
 let busy = false;
 let ticker = null;
+let lastPromptKey = null; // the prompt of the task shown before, for the "same prompt" note
+let previewIndex = 0; // the preview's place in the queue of open tasks
+let hovered = null; // the response card under the pointer, which J / K scroll
 
 // --- server ---------------------------------------------------------------------------
 
@@ -98,13 +112,14 @@ function fmt(seconds) {
 // means "tied with the item before". Pairwise answers use the same shape.
 
 function snapshot() {
-  return { placed: cur.placed.map((p) => ({ ...p })), tieNext: cur.tieNext };
+  return { placed: cur.placed.map((p) => ({ ...p })), tieNext: cur.tieNext, bothBad: cur.bothBad };
 }
 
 function remember() {
-  // Every change to the answer passes here.
+  // Every change to the answer passes here; any change but "both are bad" itself ends that verdict.
   if (sayUntilAction) say("");
   cur.history.push(snapshot());
+  cur.bothBad = false;
 }
 
 function undo() {
@@ -112,8 +127,23 @@ function undo() {
   if (!prev) return say("Nothing to undo.");
   cur.placed = prev.placed;
   cur.tieNext = prev.tieNext;
+  cur.bothBad = prev.bothBad;
   say("");
   paint();
+}
+
+function chooseBothBad() {
+  // A full tie of every response, flagged: "both are bad" (pairwise), "all are bad" (ranking).
+  if (!cfg.allowBothBad || !cur || cur.readOnly) return;
+  remember();
+  cur.placed = cur.order.map((id, i) => ({ id, joined: i > 0 }));
+  cur.tieNext = false;
+  cur.bothBad = true;
+  paint();
+}
+
+function placedFrom(tiersList) {
+  return tiersList.flatMap((tier) => tier.map((id, i) => ({ id, joined: i > 0 })));
 }
 
 function tiers(placed = cur.placed) {
@@ -131,6 +161,7 @@ function unplaced() {
 }
 
 function choosePair(which) {
+  if (cur.readOnly) return;
   const [a, b] = cur.order;
   remember();
   if (which === "left") cur.placed = [{ id: a, joined: false }, { id: b, joined: false }];
@@ -140,6 +171,7 @@ function choosePair(which) {
 }
 
 function place(id, { joined = false, before = null } = {}) {
+  if (cur.readOnly) return;
   remember();
   cur.placed = cur.placed.filter((p) => p.id !== id);
   const item = { id, joined: joined && cur.placed.length > 0 };
@@ -239,6 +271,8 @@ function drawTask() {
   });
 
   const list = $("responses");
+  cardSizes.disconnect();
+  hovered = null;
   list.replaceChildren();
   cur.rendered.responses.forEach((r, i) => {
     const card = document.createElement("article");
@@ -258,7 +292,24 @@ function drawTask() {
     const body = document.createElement("div");
     body.className = "md";
     setSanitizedHtml(body, r.html);
-    card.append(head, body);
+    // "more ↓" over the bottom of a card whose text goes on below (sticky, so it stays at the edge).
+    const more = document.createElement("div");
+    more.className = "more";
+    more.setAttribute("aria-hidden", "true");
+    const cue = document.createElement("span");
+    cue.textContent = "more ↓";
+    cue.addEventListener("click", (e) => {
+      e.stopPropagation();
+      scrollCard(card, 1);
+    });
+    more.append(cue);
+    card.append(head, body, more);
+    card.addEventListener("scroll", () => updateMore(card), { passive: true });
+    card.addEventListener("mouseenter", () => (hovered = card));
+    card.addEventListener("mouseleave", () => {
+      if (hovered === card) hovered = null;
+    });
+    cardSizes.observe(card);
     if (!pairwise) {
       card.draggable = true;
       card.addEventListener("dragstart", (e) => {
@@ -273,6 +324,29 @@ function drawTask() {
     }
     list.append(card);
   });
+  $("same-prompt").hidden = !cur.samePrompt;
+}
+
+// --- long responses ------------------------------------------------------------------------
+
+const cardSizes = new ResizeObserver((entries) => entries.forEach((entry) => updateMore(entry.target)));
+
+function updateMore(card) {
+  // Text left below the visible part of the card (a few pixels of rounding aside).
+  card.classList.toggle("more-below", card.scrollHeight - card.scrollTop - card.clientHeight > 4);
+}
+
+function scrollCard(card, direction) {
+  card.scrollBy({ top: direction * Math.max(40, Math.round(card.clientHeight * 0.8)), behavior: "instant" });
+  updateMore(card);
+}
+
+function scrollCards(direction) {
+  // The focused card, else the one under the pointer, else all of them together.
+  const active = document.activeElement;
+  const focused = active && active.closest ? active.closest("#responses > article") : null;
+  const cards = focused ? [focused] : hovered && hovered.isConnected ? [hovered] : [...$("responses").children];
+  cards.forEach((card) => scrollCard(card, direction));
 }
 
 // The prompt's box is short so that the page fits the window: a conversation opens at its last
@@ -286,31 +360,54 @@ function showLastTurn() {
 function paint() {
   const names = placeNames();
   const best = tiers()[0] || [];
+  const bad = cur.bothBad;
   for (const card of $("responses").children) {
     const id = Number(card.dataset.id);
     const badge = card.querySelector(".badge");
     const name = names.get(id);
-    card.classList.toggle("placed", !pairwise && Boolean(name));
+    card.classList.toggle("placed", !pairwise && Boolean(name) && !bad);
     card.classList.toggle("best", pairwise && best.includes(id) && best.length === 1);
-    card.classList.toggle("tied", pairwise && best.length === 2);
-    badge.textContent = pairwise ? (best.length === 2 ? "tie" : best[0] === id ? "better" : "") : name || "";
+    card.classList.toggle("tied", pairwise && best.length === 2 && !bad);
+    card.classList.toggle("bad", bad);
+    badge.textContent = bad
+      ? pairwise
+        ? "both bad"
+        : "all bad"
+      : pairwise
+        ? best.length === 2
+          ? "tie"
+          : best[0] === id
+            ? "better"
+            : ""
+        : name || "";
   }
   if (!pairwise) drawOrder(names);
+  if ($("both-bad")) $("both-bad").setAttribute("aria-pressed", String(bad));
   const choice = $("choice");
-  if (pairwise) {
+  const enter = cur.review ? "Enter saves the change." : "Enter submits.";
+  if (cur.readOnly) {
+    choice.textContent = cur.review ? cur.review.closed : "";
+  } else if (bad) {
+    choice.textContent = `${pairwise ? "Both" : "All"} are bad. ${enter}`;
+  } else if (pairwise) {
     const t = tiers();
     choice.textContent = !t.length
-      ? "Choose with 1 / ← or 2 / →" + (cfg.allowTies ? ", tie with 3 / ↓" : "")
+      ? "Choose with 1 / ← or 2 / →" + (cfg.allowTies ? ", tie with 3 / ↓" : "") + (cfg.allowBothBad ? ", both bad with B" : "")
       : t.length === 1
-        ? "Tie. Enter submits."
-        : `${label(t[0][0])} is better. Enter submits.`;
+        ? `Tie. ${enter}`
+        : `${label(t[0][0])} is better. ${enter}`;
   } else {
     const left = unplaced().length;
     choice.textContent = left
       ? `${left} left to place${cur.tieNext ? " (next ties with the last)" : ""}${left === 1 ? "; Enter puts it last and submits" : ""}`
-      : "Ranking complete. Enter submits.";
+      : `Ranking complete. ${enter}`;
   }
-  $("submit").disabled = busy || !(isComplete() || (!pairwise && unplaced().length === 1));
+  $("submit").disabled = busy || cur.readOnly || !(isComplete() || (!pairwise && unplaced().length === 1));
+  // A final answer (or a preview) is shown, not edited.
+  $("undo").disabled = Boolean(cur.readOnly);
+  if ($("both-bad")) $("both-bad").disabled = Boolean(cur.readOnly);
+  document.querySelector("fieldset.confidence").disabled = Boolean(cur.readOnly);
+  $("rationale").readOnly = Boolean(cur.readOnly);
 }
 
 function drawOrder(names) {
@@ -408,6 +505,15 @@ function fail(res, what) {
   say(what + detail, "error");
 }
 
+function samePromptAsBefore(task) {
+  // The next task may be another pair of responses to the very prompt just answered (data sets
+  // often compare several model pairs on one instruction): say so, or it looks like a repeat.
+  const key = JSON.stringify(task.prompt);
+  const same = key === lastPromptKey;
+  lastPromptKey = key;
+  return same;
+}
+
 function begin(assignment) {
   cur = {
     assignment,
@@ -415,15 +521,16 @@ function begin(assignment) {
     order: assignment.display_order,
     placed: [],
     tieNext: false,
+    bothBad: false,
     history: [],
     token: uuid4(),
     startedAt: Date.now(),
     expiresAt: Date.parse(assignment.expires_at),
+    samePrompt: samePromptAsBefore(assignment),
   };
   $("task").dataset.assignment = String(assignment.id);
   setProgress(assignment.progress);
-  for (const r of document.querySelectorAll('input[name="confidence"]')) r.checked = false;
-  $("rationale").value = "";
+  setForm({ confidence: null, rationale: "" });
   drawTask();
   show("task");
   showLastTurn();
@@ -431,6 +538,23 @@ function begin(assignment) {
   startTicker();
   $("workspace").focus({ preventScroll: true });
   window.scrollTo(0, 0);
+}
+
+function readForm() {
+  const checked = document.querySelector('input[name="confidence"]:checked');
+  return { confidence: checked ? Number(checked.value) : null, rationale: $("rationale").value };
+}
+
+function setForm({ confidence, rationale }) {
+  for (const r of document.querySelectorAll('input[name="confidence"]')) r.checked = Number(r.value) === confidence;
+  $("rationale").value = rationale || "";
+}
+
+function setConfidence(n) {
+  // Shift+1..5 sets it, the same key again (or Shift+0) clears it.
+  if (!cur || cur.readOnly) return;
+  const now = readForm().confidence;
+  setForm({ confidence: n === 0 || n === now ? null : n, rationale: $("rationale").value });
 }
 
 function setProgress(p) {
@@ -444,7 +568,8 @@ function bump(id) {
 }
 
 async function submit() {
-  if (!cur || busy) return;
+  if (!cur || busy || cfg.preview) return;
+  if (cur.review) return amend();
   if (!pairwise && unplaced().length === 1) place(unplaced()[0]);
   if (!isComplete()) {
     return say(pairwise ? "Choose a response first." : "Place every response first.", "error", { untilAction: true });
@@ -454,6 +579,7 @@ async function submit() {
     client_token: cur.token,
     time_taken_ms: Date.now() - cur.startedAt,
   };
+  if (cur.bothBad) body.both_bad = true;
   const conf = document.querySelector('input[name="confidence"]:checked');
   if (conf) body.confidence = Number(conf.value);
   const rationale = $("rationale").value.trim();
@@ -495,7 +621,7 @@ async function submit() {
 }
 
 function openSkip() {
-  if (!cfg.allowSkip || !cur || busy) return;
+  if (!cfg.allowSkip || !cur || busy || cur.review) return;
   const dialog = $("skip-dialog");
   $("skip-reason").value = "";
   dialog.showModal();
@@ -521,6 +647,178 @@ async function doSkip(reason) {
   if ($("message").hidden) say("Skipped.", "ok", { untilAction: true });
 }
 
+// --- release ------------------------------------------------------------------------------
+
+async function release() {
+  // The task goes back to the queue without an answer or a reason; the next one comes with the reply.
+  if (!cur || busy || cur.review || cfg.preview) return;
+  busy = true;
+  show("loading");
+  const res = await api(cfg.releaseUrl(cur.assignment.id), { method: "POST" }).catch((err) => ({
+    ok: false,
+    status: 0,
+    data: { detail: err.message },
+  }));
+  busy = false;
+  if (!res.ok) {
+    show("task");
+    paint();
+    return fail(res, "Not released");
+  }
+  showNext(res.data.next);
+  if (cur) paint();
+  say("Released: the task is back in the queue.", "ok", { untilAction: true });
+}
+
+// --- the last answer, again ----------------------------------------------------------------
+
+async function openLast() {
+  if (busy || cfg.preview || (cur && cur.review)) return;
+  busy = true;
+  const res = await api(cfg.lastUrl).catch((err) => ({ ok: false, status: 0, data: { detail: err.message } }));
+  busy = false;
+  if (!res.ok) return fail(res, "Could not show your last answer");
+  if (!res.data.last) return say("You have not answered a task in this project yet.");
+  // The leased task waits, with what was typed for it, until the review ends.
+  held = cur;
+  if (held) held.form = readForm();
+  beginReview(res.data.last);
+}
+
+function beginReview(last) {
+  cur = {
+    review: last,
+    assignment: last,
+    rendered: last,
+    order: last.display_order,
+    placed: placedFrom(last.answer.tiers),
+    tieNext: false,
+    bothBad: last.answer.both_bad,
+    history: [],
+    readOnly: !last.editable,
+    samePrompt: false,
+  };
+  $("task").dataset.mode = "review";
+  setForm({ confidence: last.answer.confidence, rationale: last.answer.rationale });
+  setReviewBar();
+  drawTask();
+  show("task");
+  showLastTurn();
+  say("");
+  paint();
+  $("workspace").focus({ preventScroll: true });
+}
+
+function setReviewBar() {
+  const review = cur && cur.review;
+  $("review-bar").hidden = !review;
+  $("review-bar").classList.toggle("closed", Boolean(review && cur.readOnly));
+  if (review) {
+    $("review-text").textContent = cur.readOnly
+      ? `Your last answer. ${review.closed}`
+      : `Your last answer${review.amended ? " (changed before)" : ""}: change it and press Enter to save the change.`;
+  }
+  $("submit-label").textContent = review ? "Save change" : "Submit";
+  for (const id of ["skip", "release", "back-last"]) if ($(id)) $(id).hidden = Boolean(review);
+}
+
+function endReview() {
+  if (!cur || !cur.review) return;
+  cur = held;
+  held = null;
+  delete $("task").dataset.mode;
+  setReviewBar();
+  if (!cur) {
+    show("empty");
+    return;
+  }
+  setForm(cur.form || { confidence: null, rationale: "" });
+  drawTask();
+  show("task");
+  showLastTurn();
+  paint();
+  $("workspace").focus({ preventScroll: true });
+}
+
+async function amend() {
+  if (cur.readOnly) return say(cur.review.closed, "error");
+  if (!isComplete()) return say(pairwise ? "Choose a response first." : "Place every response first.", "error", { untilAction: true });
+  const form = readForm();
+  const body = { ranking: tiers(), both_bad: cur.bothBad, rationale: form.rationale.trim() };
+  if (form.confidence !== null) body.confidence = form.confidence;
+  busy = true;
+  paint();
+  const res = await api(cfg.amendUrl(cur.review.id), { method: "POST", body }).catch((err) => ({
+    ok: false,
+    status: 0,
+    data: { detail: err.message },
+  }));
+  busy = false;
+  if (!res.ok) {
+    if (res.data && res.data.code === "task_complete") {
+      // Completed meanwhile: the answer stays on screen, read-only, and the bar says why.
+      cur.readOnly = true;
+      cur.review.closed = res.data.detail;
+      setReviewBar();
+    }
+    paint();
+    return fail(res, "Not changed");
+  }
+  endReview();
+  say(res.data.changed ? "Your last answer was changed." : "Your last answer is unchanged.", "ok");
+}
+
+// --- a manager's preview ---------------------------------------------------------------------
+
+async function loadPreview(index) {
+  busy = true;
+  show("loading");
+  const res = await api(`${cfg.previewUrl}?n=${Math.max(0, index)}`).catch((err) => ({
+    ok: false,
+    status: 0,
+    data: { detail: err.message },
+  }));
+  busy = false;
+  if (!res.ok) return fail(res, "Could not show a task");
+  const { task, n, open } = res.data;
+  $("preview-count").textContent = open ? `Task ${Math.min(n + 1, open)} of ${open} open.` : "";
+  $("preview-prev").disabled = n === 0 || !open;
+  $("preview-next").disabled = n + 1 >= open;
+  if (!task) {
+    if (open && n >= open) return loadPreview(open - 1); // the queue got shorter meanwhile
+    cur = null;
+    show("empty");
+    return;
+  }
+  previewIndex = n;
+  $("timer").textContent = "–";
+  cur = {
+    assignment: task,
+    rendered: task,
+    order: task.display_order,
+    placed: [],
+    tieNext: false,
+    bothBad: false,
+    history: [],
+    readOnly: true,
+    samePrompt: samePromptAsBefore(task),
+  };
+  $("task").dataset.mode = "preview";
+  $("task").dataset.task = String(task.task_id);
+  drawTask();
+  show("task");
+  showLastTurn();
+  paint();
+  $("workspace").focus({ preventScroll: true });
+}
+
+function previewStep(delta) {
+  if (busy) return;
+  const next = previewIndex + delta;
+  if (next < 0 || (delta > 0 && $("preview-next").disabled)) return;
+  loadPreview(next);
+}
+
 // --- time ---------------------------------------------------------------------------------
 
 function startTicker() {
@@ -537,9 +835,10 @@ function stopTicker() {
 }
 
 function tick() {
-  if (!cur) return;
-  $("timer").textContent = fmt((Date.now() - cur.startedAt) / 1000);
-  const left = (cur.expiresAt - Date.now()) / 1000;
+  const lease = held || cur; // the leased task, also while the last answer is under review
+  if (!lease || !lease.expiresAt) return;
+  $("timer").textContent = fmt((Date.now() - lease.startedAt) / 1000);
+  const left = (lease.expiresAt - Date.now()) / 1000;
   const warnAt = Math.min(120, cfg.leaseSeconds / 4);
   const warn = $("lease-warning");
   if (left <= 0) {
@@ -563,6 +862,18 @@ document.addEventListener("keydown", (e) => {
   if (e.defaultPrevented || e.altKey || e.metaKey) return;
   const active = document.activeElement;
   if ($("skip-dialog") && $("skip-dialog").open) return;
+  if (e.key === "Escape") {
+    // Esc leaves the rationale box, so that the keys work again; else it ends a review of the last answer.
+    if (active && active.id === "rationale") {
+      e.preventDefault();
+      active.blur();
+      $("workspace").focus({ preventScroll: true });
+    } else if (cur && cur.review && !typing(active)) {
+      e.preventDefault();
+      endReview();
+    }
+    return;
+  }
   if (e.key === "Enter" && e.ctrlKey) {
     e.preventDefault();
     return submit();
@@ -570,17 +881,42 @@ document.addEventListener("keydown", (e) => {
   if (typing(active) || e.ctrlKey) return;
   // Arrow keys inside the confidence radios change the confidence, as they natively do.
   if (active && active.type === "radio" && e.key.startsWith("Arrow")) return;
-  if (e.key === "g" || e.key === "G") {
+  const key = e.key;
+  if (key === "g" || key === "G") {
     $("guidelines").open = !$("guidelines").open;
     return;
   }
-  if (!cur || busy) return;
-  const key = e.key;
+  if (busy) return;
+  if (cfg.preview) {
+    if (key === "n" || key === "N" || key === "p" || key === "P") {
+      e.preventDefault();
+      return previewStep(key === "n" || key === "N" ? 1 : -1);
+    }
+  } else if (key === "l" || key === "L") {
+    e.preventDefault();
+    return openLast();
+  }
+  if (!cur) return;
+  // J / K scroll a long response (the arrows choose): the focused card, else the hovered one, else all.
+  if (key === "j" || key === "J" || key === "k" || key === "K") {
+    e.preventDefault();
+    return scrollCards(key === "j" || key === "J" ? 1 : -1);
+  }
+  if (cfg.preview) {
+    if (key === "Enter") say("Preview: nothing is claimed or saved here. N shows the next open task.");
+    return;
+  }
+  // Shift + 1..5 (by key position, whatever the layout prints there) sets the confidence.
+  if (e.shiftKey && /^(Digit|Numpad)[0-5]$/.test(e.code)) {
+    e.preventDefault();
+    return setConfidence(Number(e.code.slice(-1)));
+  }
   if (key === "Enter") {
     if (active && (active.tagName === "BUTTON" || active.tagName === "A")) return;
     e.preventDefault();
     return submit();
   }
+  if (cur.readOnly) return;
   if (key === "Backspace" || key === "z" || key === "Z") {
     e.preventDefault();
     return undo();
@@ -588,6 +924,14 @@ document.addEventListener("keydown", (e) => {
   if (key === "s" || key === "S") {
     e.preventDefault();
     return openSkip();
+  }
+  if ((key === "r" || key === "R") && !cur.review) {
+    e.preventDefault();
+    return release();
+  }
+  if ((key === "b" || key === "B" || (pairwise && key === "4")) && cfg.allowBothBad) {
+    e.preventDefault();
+    return chooseBothBad();
   }
   if (pairwise) {
     if (key === "1" || key === "ArrowLeft") choosePair("left");
@@ -621,10 +965,24 @@ document.addEventListener("keydown", (e) => {
 // --- wiring -------------------------------------------------------------------------------
 
 $("submit").addEventListener("click", submit);
-$("undo").addEventListener("click", () => cur && undo());
+$("undo").addEventListener("click", () => cur && !cur.readOnly && undo());
 $("confidence-clear").addEventListener("click", () => {
   for (const r of document.querySelectorAll('input[name="confidence"]')) r.checked = false;
 });
+if ($("both-bad")) {
+  $("both-bad").addEventListener("click", () => {
+    chooseBothBad();
+    $("workspace").focus({ preventScroll: true }); // so that Enter submits, as after a key
+  });
+}
+$("release").addEventListener("click", release);
+$("back-last").addEventListener("click", openLast);
+if ($("empty-back-last")) $("empty-back-last").addEventListener("click", openLast);
+$("review-cancel").addEventListener("click", endReview);
+if (cfg.preview) {
+  $("preview-prev").addEventListener("click", () => previewStep(-1));
+  $("preview-next").addEventListener("click", () => previewStep(1));
+}
 if ($("skip")) {
   $("skip").addEventListener("click", openSkip);
   $("skip-cancel").addEventListener("click", () => $("skip-dialog").close());
@@ -647,4 +1005,5 @@ if (!pairwise) {
   });
 }
 
-loadNext();
+if (cfg.preview) loadPreview(0);
+else loadNext();
