@@ -133,7 +133,9 @@ def load_demo(*, password: str, stdout=None) -> list[DemoResult]:
             ),
             "pandalm",
             ("pandalm/testset-v1.json",),
-            {},
+            # PandaLM compares up to ten model pairs on one instruction, listed together: spread
+            # them, so the queue does not serve the same prompt several times in a row.
+            {"spread_same_prompts": True},
         ),
         (
             OASST_NAME,

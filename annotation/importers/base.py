@@ -155,6 +155,13 @@ SEED_MAX = 100
 # Options every format takes, after its own (see ``writer.py`` for what they do).
 COMMON_OPTIONS = [
     Option(
+        "spread_same_prompts",
+        "bool",
+        False,
+        "store the tasks so that two with the same prompt text are never next to each other in the queue "
+        "where that can be done (data sets that compare several response pairs on one instruction)",
+    ),
+    Option(
         "shuffle_seed",
         "seed",
         None,

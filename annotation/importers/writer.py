@@ -17,6 +17,14 @@ drawn from the import's ``shuffle_seed`` and the prompt's external id alone: the
 file with the same seed gives the same order, whatever the batching. (Only the
 agreement report on a file, whose temporary project nobody sees, keeps the file's order.)
 
+Task order. The queue serves equal tasks (same priority and judgement count) by id, that
+is in insertion order, and data sets such as PandaLM list several response pairs on one
+instruction one after the other: an annotator would get the same prompt up to ten times
+in a row. With option ``spread_same_prompts`` the prompts are inserted in an order where
+two with the same messages are never neighbours, where the counts allow it
+(:func:`spread_same_prompts`). The order is fixed at import, so the claim query and its
+index stay as they are.
+
 Whose judgements. Imported judgements belong to *import accounts* (``ImportedAccount``):
 inactive, without a usable password, created by an import for a name in the file (after
 the format's ``annotator`` / ``annotator_prefix`` option). For each name:
@@ -32,6 +40,8 @@ the format's ``annotator`` / ``annotator_prefix`` option). For each name:
 
 from __future__ import annotations
 
+import heapq
+import json
 import random
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -176,10 +186,42 @@ def shuffled_positions(seed: str, external_id: str, count: int) -> list[int]:
     return order
 
 
+def spread_same_prompts(prompts: list[PromptSpec]) -> list[PromptSpec]:
+    """``prompts`` reordered so that two with the same messages are not neighbours, where possible.
+
+    Greedy: next comes the prompt text with the most entries left that differs from the last
+    one placed (ties: the text met first in the file, entries in file order). That leaves no
+    two neighbours alike whenever no text holds more than half the entries (rounded up);
+    otherwise the surplus of the largest text ends up together at the end. Deterministic.
+    """
+    groups: dict[str, list[PromptSpec]] = {}
+    for spec in prompts:
+        groups.setdefault(json.dumps(spec.messages, sort_keys=True), []).append(spec)
+    if len(groups) == len(prompts):
+        return list(prompts)
+    queues = [list(reversed(group)) for group in groups.values()]  # pop() takes them in file order
+    heap = [(-len(queue), index) for index, queue in enumerate(queues)]  # most left first, then met first
+    heapq.heapify(heap)
+    out: list[PromptSpec] = []
+    last = None
+    while heap:
+        left, index = heapq.heappop(heap)
+        if index == last and heap:
+            # The text just placed again: take the next one and put this one back.
+            left, index = heapq.heapreplace(heap, (left, index))
+        out.append(queues[index].pop())
+        last = index
+        if left + 1 < 0:
+            heapq.heappush(heap, (left + 1, index))
+    return out
+
+
 def write(ctx: ImportContext, *, users: dict[str, int]) -> None:
     """Insert everything the parse phase produced, a batch of prompts at a time."""
     if not connection.features.can_return_rows_from_bulk_insert:
         raise ImproperlyConfigured("imports need a database that returns ids from bulk inserts (SQLite 3.35+)")
+    if ctx.options.get("spread_same_prompts"):
+        ctx.prompts = spread_same_prompts(ctx.prompts)
     total = max(1, len(ctx.prompts))
     done = 0
     for chunk in batched(ctx.prompts, PROMPT_BATCH):
