@@ -110,6 +110,7 @@ _EXAMPLE = {
         "...": "...",
     },
     "ranking": None,
+    "verdicts": {"allow_both_bad": False, "both_bad": {"judgements": 0, "share": 0.0, "reason": None}},
     "annotators": [
         {
             "id": 12,
@@ -122,6 +123,7 @@ _EXAMPLE = {
                 "p_value": None,
                 "reason": "display order unknown (imported judgements were never displayed)",
             },
+            "both_bad": {"n": 0, "share": 0.0},
             "flags": [],
             "...": "...",
         }

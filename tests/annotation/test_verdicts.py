@@ -179,3 +179,19 @@ def test_the_dashboard_shows_the_share_per_annotator(client, project, manager):
     page = client.get(f"/projects/{project.pk}/dashboard/").content.decode()
     assert "“Both are bad”: 1 of 4 judgements (25%)" in page
     assert '<td class="num both-bad" data-sort="0.25">1 <small class="muted">25%</small></td>' in page
+
+
+def test_the_item_review_page_marks_both_bad_and_changed_answers(client, project, manager, annotator):
+    from annotation.services import judgement_amend
+
+    project.allow_both_bad = True
+    project.save()
+    task = make_task(project)
+    lease = claim(project, annotator)
+    judgement = judgement_submit(assignment=lease, ranking=[[r] for r in lease.display_order]).judgement
+    client.force_login(manager)
+    page = client.get(f"/projects/{project.pk}/tasks/{task.pk}/").content.decode()
+    assert "both are bad</span>" not in page and ">changed</span>" not in page
+    judgement_amend(judgement=judgement, ranking=full_tie(lease), both_bad=True)
+    page = client.get(f"/projects/{project.pk}/tasks/{task.pk}/").content.decode()
+    assert '<span class="tag bad">both are bad</span>' in page and ">changed</span>" in page
