@@ -240,7 +240,7 @@ def cycle_advance(cycle_id: int) -> LoopCycle | None:
     """Move a running cycle on as far as its jobs allow: start the next step, finish, or stop with the reason."""
     with transaction.atomic():
         cycle = (
-            LoopCycle.objects.select_for_update()
+            LoopCycle.objects.select_for_update(of=("self",))
             .select_related("project", "policy", "snapshot", "reward_model_run", "policy_round", "sampling_job")
             .filter(pk=cycle_id)
             .first()

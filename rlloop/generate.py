@@ -93,7 +93,8 @@ class PolicySampler:
             completions = self.generator.generate(queries, sampling)
             kls = self._kl(queries, [c.tokens for c in completions], sampling.temperature)
             for (i, _, cut), completion, kl in zip(chunk, completions, kls, strict=True):
-                text = self.tokenizer.decode(completion.tokens, skip_special_tokens=True).strip()
+                # NUL is dropped: no database text column stores it (PostgreSQL refuses the row).
+                text = self.tokenizer.decode(completion.tokens, skip_special_tokens=True).replace("\x00", "").strip()
                 out[i].append(Sample(text, len(completion.tokens), completion.finished, kl, cut))
         return out
 

@@ -51,6 +51,8 @@ class RoundHooks(TrainingHooks):
         self.ctx.set(samples=self.tables)
 
     def on_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        # Model text may hold NUL, which PostgreSQL's jsonb refuses: dropped from every string.
+        rows = [{k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in row.items()} for row in rows]
         self.tables = [t for t in self.tables if t.get("step") != step]
         self.tables.append({"step": int(step), "rows": rows})
         self.tables = self.tables[-KEPT_SAMPLE_TABLES:]

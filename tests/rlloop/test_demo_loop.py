@@ -50,7 +50,7 @@ def test_the_loop_project_holds_real_prompts_and_queues_their_sampling(demo, job
     SamplingJob.objects.filter(pk=job.pk).update(sampling={**job.sampling, "max_new_tokens": 6})
     sampling_execute(job_id=job.pk, worker="test")
     job.refresh_from_db()
-    assert job.state == JobState.SUCCEEDED and job.summary["prompts"] == 32
+    assert job.state == JobState.SUCCEEDED and job.summary["prompts"] == 32, (job.error, job.traceback)
     assert Task.objects.filter(project=project).count() == job.summary["tasks"] > 0
 
 

@@ -252,3 +252,15 @@ def test_api_and_cli_create_jobs_and_hide_paths(ready, job_messages, django_capt
     assert newest.state == JobState.SUCCEEDED and newest.sampling["max_new_tokens"] == 4
     with pytest.raises(CommandError, match="--policy"):
         call_command("sample_policies", "--project", str(project.pk), "--policy", "42")
+
+
+def test_a_sample_never_carries_nul_which_postgresql_refuses(tiny_policy, monkeypatch) -> None:
+    import torch
+
+    from rlloop.generate import PolicySampler
+    from rlloop.policy import Sampling
+
+    sampler = PolicySampler(tiny_policy, device=torch.device("cpu"))
+    monkeypatch.setattr(sampler.tokenizer, "decode", lambda tokens, **kwargs: " a\x00b\x00 ")
+    [[sample]] = sampler.sample(["hi"], per_prompt=1, sampling=Sampling(4, 1.0, 1.0, ()), seed=0)
+    assert sample.text == "ab"
