@@ -135,6 +135,7 @@ def train_reward_model(name: str, base: str, data_dir: Path, out: Path, seed: in
         "model_dir": result.model_dir,
         "pairs": result.info["pairs"],
         "accuracy": result.metrics.get("accuracy"),
+        "reward_std": result.metrics.get("reward_std"),  # of the held-out responses: the model's own scale
         "seed": seed,
         "seconds": json.loads(record.read_text())["seconds"],
         "reused": result.resumed_from_step is not None,
@@ -294,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--work",
-        help="keep the data and reward models here: a later run with the same reward-model settings reuses them "
-        "(other settings need another folder)",
+        help="keep the export and the reward models here: a later run reuses those of the same size "
+        "(other --holdout, --rm-* options need another folder)",
     )
     parser.add_argument("--json", help="write the figures here (default: var/bench/overoptimization-<time>.json)")
     args = parser.parse_args(argv)
@@ -341,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
 
         rms = {}
         for name, train_groups, seed in (("gold", gold_train, 0), ("proxy", proxy_train, 1)):
-            directory = write_snapshot(work / f"{name}-data", train_groups, validation)
-            rms[name] = train_reward_model(name, base, directory, work / f"{name}-rm", seed, args)
+            # Named by size: a run with another --proxy-pairs in the same --work reuses the gold.
+            size = sum(len(g["pairs"]) for g in train_groups)
+            directory = write_snapshot(work / f"{name}-{size}-data", train_groups, validation)
+            rms[name] = train_reward_model(name, base, directory, work / f"{name}-{size}-rm", seed, args)
             print(
                 f"{name} reward model ({args.rm_base}): held-out accuracy {rms[name]['accuracy']:.3f} on "
                 f"{rms[name]['pairs']['validation']} pairs, trained on {rms[name]['pairs']['train']} pairs "
@@ -390,10 +393,16 @@ def main(argv: list[str] | None = None) -> int:
             history = result.history
             print_curve(history)
             summary = summarise(history)
+            # The two models score on their own scales: gains in held-out standard deviations compare.
+            for name in ("proxy", "gold"):
+                spread = rms[name]["reward_std"]
+                summary[f"{name}_gain_in_sd"] = summary[f"{name}_gain"] / spread if spread else None
             print(
                 f"\nproxy (mean of the first {SMOOTH} updates -> last {SMOOTH}): {summary['proxy_first']:+.3f} -> "
-                f"{summary['proxy_last']:+.3f}, gain {summary['proxy_gain']:+.3f}\n"
-                f"gold:  {summary['gold_first']:+.3f} -> {summary['gold_last']:+.3f}, gain {summary['gold_gain']:+.3f}\n"
+                f"{summary['proxy_last']:+.3f}, gain {summary['proxy_gain']:+.3f} "
+                f"({summary['proxy_gain_in_sd']:+.2f} of its held-out score sd {rms['proxy']['reward_std']:.3f})\n"
+                f"gold:  {summary['gold_first']:+.3f} -> {summary['gold_last']:+.3f}, gain {summary['gold_gain']:+.3f} "
+                f"({summary['gold_gain_in_sd']:+.2f} of its held-out score sd {rms['gold']['reward_std']:.3f})\n"
                 f"gold peak ({SMOOTH}-update mean) {summary['gold_peak']:+.3f} at update {summary['gold_peak_update']} "
                 f"(KL {summary['gold_peak_kl']:.2f}); at the end {summary['gold_end']:+.3f} (KL {summary['kl_end']:.2f})\n"
                 f"Pearson r of proxy and gold across updates: {summary['proxy_gold_pearson']:.3f} per update, "
