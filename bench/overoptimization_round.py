@@ -1,0 +1,271 @@
+"""Reward-model over-optimisation as a platform round: the Gao et al. (2022) set-up through the CLI.
+
+``bench/overoptimization.py`` calls the trainers directly in a throwaway database; this one
+runs the same experiment the way a user would, with the platform's own commands, in a
+database that stays in ``--work``, so the PPO round's page (proxy score, gold score and KL
+per update, and the sampled responses) can be opened afterwards:
+
+1. a project "Over-optimisation: HH-RLHF harmless-base" with the ``../shared/data`` test split
+   imported with its original preferences (``import_data``), and an export with a 10 %
+   prompt-level holdout (``export_snapshot``);
+2. reward model v1, the **gold**: every training pair of the export (``train_reward_model``);
+   reward model v2, the **proxy**: the first ``--proxy-pairs`` training pairs only
+   (``max_train_groups``), another seed, ``--proxy-epochs`` passes over them (a small-data
+   model trained to convergence, as Gao et al.'s proxies are);
+3. the SmolLM2-135M demo policy as reference (``fetch_demo_policy``, ``register_policy``), and a
+   PPO round of it against the proxy with the gold watching (``ppo_round --reward-model 2
+   --gold-reward-model 1``), without a KL penalty by default (``kl_coef 0``, as in Gao et al.'s
+   RL runs: KL is measured, not paid), so that the proxy alone is what it climbs;
+4. prints, per update, KL, the proxy's and the gold's mean score of the update's rollouts (and
+   their 3-update means), each model's gain in its own held-out score standard deviations, the
+   update where the gold peaked and the proxy's gain after it; writes it as JSON.
+
+Every step is skipped when its result is already in ``--work`` (a run that was cut off goes
+on), so a second round with other options reuses the data and both reward models:
+
+    nice -n 10 .venv/bin/python bench/overoptimization_round.py --work var/bench/overopt-round
+    nice -n 10 .venv/bin/python bench/overoptimization_round.py --work var/bench/overopt-round \
+        --updates 60 --set learning_rate=0.002           # another round on the same models
+
+    # the round's page, on the same database:
+    ARPAD_VAR_DIR=var/bench/overopt-round DJANGO_DEBUG=1 .venv/bin/python manage.py changepassword admin
+    ARPAD_VAR_DIR=var/bench/overopt-round DJANGO_DEBUG=1 .venv/bin/python manage.py runserver 127.0.0.1:8000
+
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from overoptimization import SMOOTH, print_curve, summarise
+from ppo_hh import HH, REPO
+
+PROJECT = "Over-optimisation: HH-RLHF harmless-base"
+
+
+def setup_django(work: Path) -> None:
+    """The platform's own settings on a SQLite database in ``work`` (what runserver reads afterwards)."""
+    os.environ["ARPAD_VAR_DIR"] = str(work)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "arpad.settings"
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("DJANGO_DEBUG", "1")
+    os.environ.setdefault("DJANGO_SECURE_HTTPS", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    secret = work / "secret_key"
+    if not secret.is_file():
+        import secrets
+
+        secret.write_text(secrets.token_urlsafe(50))
+        secret.chmod(0o600)
+    os.environ.setdefault("DJANGO_SECRET_KEY", secret.read_text().strip())
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.monotonic()
+
+
+def rm_options(seed: int, epochs: int, max_length: int, groups: int | None) -> list[str]:
+    options = {
+        "epochs": epochs,
+        "learning_rate": 1e-4,  # bench/ppo_hh.py's MiniLM setting
+        "groups_per_batch": 16,
+        "max_length": max_length,
+        "eval_batch_groups": 32,
+        "checkpoint_every_steps": 10_000,
+        "seed": seed,
+        "device": "cpu",
+    }
+    if groups is not None:
+        options["max_train_groups"] = groups
+    return [f"{k}={json.dumps(v)}" for k, v in options.items()]
+
+
+def reward_model(project: Any, number: int, name: str, options: list[str], base: str) -> Any:
+    from django.core.management import call_command
+
+    from rewardmodel.models import RewardModelVersion
+
+    version = RewardModelVersion.objects.filter(project=project, number=number).first()
+    if version is None:
+        t0 = step(f"{name} reward model (v{number})")
+        call_command("train_reward_model", project=project.pk, latest=True, base=base, set=options, inline=True)
+        version = RewardModelVersion.objects.get(project=project, number=number)
+        print(f"{name}: {time.monotonic() - t0:.0f} s", flush=True)
+    metrics = version.metrics or {}
+    print(
+        f"{name} (v{number}): held-out accuracy {metrics.get('accuracy', float('nan')):.3f}, "
+        f"score sd {metrics.get('reward_std', float('nan')):.3f}, trained on {version.run.info.get('pairs', {})}",
+        flush=True,
+    )
+    return version
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="the database, models and round stay here")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
+    parser.add_argument("--rm-base", default="all-minilm-l6-v2", help="a registered reward-model base")
+    parser.add_argument("--rm-max-length", type=int, default=128)
+    parser.add_argument("--proxy-pairs", type=int, default=250)
+    parser.add_argument("--proxy-epochs", type=int, default=4)
+    parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a PPO option (JSON value)")
+    parser.add_argument("--json", help="write the figures here (default: <work>/overoptimization-round-<time>.json)")
+    args = parser.parse_args(argv)
+
+    data = Path(args.data) / HH
+    if not data.is_file():
+        print(f"{data} is missing: this benchmark reads ../shared/data", file=sys.stderr)
+        return 2
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    setup_django(work)
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from annotation.models import Project
+    from exports.models import ExportSnapshot, ExportState
+    from rlloop.models import PolicyRound, PolicyVersion
+
+    started = time.monotonic()
+    admin, created = get_user_model().objects.get_or_create(
+        username="admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    if created:
+        admin.set_unusable_password()  # `manage.py changepassword admin` to open the pages
+        admin.save()
+    project, _ = Project.objects.get_or_create(
+        name=PROJECT, defaults={"responses_per_task": 2, "annotations_per_task": 1, "created_by": admin}
+    )
+    if not project.prompts.exists():
+        step(f"import {data}")
+        call_command(
+            "import_data",
+            str(data),
+            project=project.pk,
+            format="hh-rlhf",
+            option=["import_preference=true", "divergent=skip"],
+            inline=True,
+        )
+    snapshot = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).order_by("-pk").first()
+    if snapshot is None:
+        step("export")
+        call_command("export_snapshot", project=project.pk, validation_fraction=0.1, inline=True)
+        snapshot = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).latest("pk")
+    print(f"export {snapshot.pk}: {snapshot.counts}", flush=True)
+
+    gold = reward_model(project, 1, "gold", rm_options(0, 1, args.rm_max_length, None), args.rm_base)
+    proxy = reward_model(
+        project, 2, "proxy", rm_options(1, args.proxy_epochs, args.rm_max_length, args.proxy_pairs), args.rm_base
+    )
+
+    if not PolicyVersion.objects.filter(project=project).exists():
+        step("reference policy")
+        call_command("fetch_demo_policy")
+        call_command("register_policy", project=project.pk, name="smollm2-135m-instruct", reference=True)
+    reference = PolicyVersion.objects.get(project=project, is_reference=True)
+
+    config = {
+        "updates": args.updates,
+        "rollouts_per_update": 16,
+        "minibatch_size": 8,
+        "ppo_epochs": 1,  # 2 optimizer steps per update: what this CPU affords...
+        "learning_rate": 1e-3,  # ...so a large step (at 2e-4 the KL was 0.04 nats after 7 updates)
+        "lr_schedule": "constant",
+        "max_new_tokens": 48,
+        "max_prompt_length": 128,
+        "temperature": 0.7,
+        "kl_coef": 0.0,  # Gao et al.'s RL runs: KL measured, not paid
+        "missing_eos_penalty": None,  # the proxy's score alone drives the policy
+        "lora": {"r": 8, "alpha": 16},
+        "sample_every": max(1, args.updates // 4),
+        "samples_shown": 4,
+        "device": "cpu",
+        "seed": 0,
+    }
+    from rlloop.ppo import parse_sets
+
+    config.update(parse_sets(args.set))
+    step(f"PPO round of {reference.display_name} against the proxy (v2), the gold (v1) watching")
+    t0 = time.monotonic()
+    call_command(
+        "ppo_round",
+        project=project.pk,
+        policy=reference.number,
+        snapshot=snapshot.pk,
+        reward_model=proxy.number,
+        gold_reward_model=gold.number,
+        config=json.dumps(config),
+        inline=True,
+    )
+    ppo = PolicyRound.objects.filter(project=project).latest("pk")
+    history = ppo.metrics_history or []
+    if ppo.state != "succeeded" or not history:
+        print(f"round {ppo.number} ended {ppo.state}: {ppo.error}", file=sys.stderr)
+        return 1
+    print_curve(history)
+    summary = summarise(history)
+    for name, version in (("proxy", proxy), ("gold", gold)):
+        spread = (version.metrics or {}).get("reward_std")
+        summary[f"{name}_gain_in_sd"] = summary[f"{name}_gain"] / spread if spread else None
+    peak = summary["gold_peak_update"] - 1
+    proxy_smooth = [
+        sum(h["objective/raw_scores"] for h in history[max(0, i - SMOOTH + 1) : i + 1]) for i in range(len(history))
+    ]
+    proxy_smooth = [s / (i + 1 - max(0, i - SMOOTH + 1)) for i, s in enumerate(proxy_smooth)]
+    summary["proxy_after_gold_peak"] = proxy_smooth[-1] - proxy_smooth[peak]
+    summary["gold_after_peak"] = summary["gold_end"] - summary["gold_peak"]
+    print(
+        f"\nproxy (mean of the first {SMOOTH} updates -> last {SMOOTH}): {summary['proxy_first']:+.3f} -> "
+        f"{summary['proxy_last']:+.3f}, gain {summary['proxy_gain']:+.3f} ({summary['proxy_gain_in_sd']:+.2f} sd)\n"
+        f"gold:  {summary['gold_first']:+.3f} -> {summary['gold_last']:+.3f}, gain {summary['gold_gain']:+.3f} "
+        f"({summary['gold_gain_in_sd']:+.2f} sd)\n"
+        f"gold peak ({SMOOTH}-update mean) {summary['gold_peak']:+.3f} at update {summary['gold_peak_update']} "
+        f"(KL {summary['gold_peak_kl']:.2f}, sqrt {math.sqrt(max(summary['gold_peak_kl'], 0)):.2f}); "
+        f"after it the gold moved {summary['gold_after_peak']:+.3f} and the proxy {summary['proxy_after_gold_peak']:+.3f} "
+        f"by the end (KL {summary['kl_end']:.2f})\n"
+        f"Pearson r of proxy and gold across updates: {summary['proxy_gold_pearson']:.3f} per update, "
+        f"{summary['proxy_gold_pearson_smoothed']:.3f} for the {SMOOTH}-update means\n"
+        f"{time.monotonic() - t0:.0f} s for {len(history)} updates; the round's page: "
+        f"/projects/{project.pk}/rounds/{ppo.number}/",
+        flush=True,
+    )
+    figures = {
+        "command": " ".join(["bench/overoptimization_round.py", *(argv if argv is not None else sys.argv[1:])]),
+        "project": project.pk,
+        "round": ppo.number,
+        "export": snapshot.counts,
+        "gold": {"version": gold.number, "metrics": gold.metrics},
+        "proxy": {"version": proxy.number, "metrics": proxy.metrics, "pairs": args.proxy_pairs},
+        "config": ppo.config,
+        "summary": summary,
+        "curve": [
+            {k: v for k, v in h.items() if k == "step" or k.startswith(("objective/", "val/", "time/"))}
+            for h in history
+        ],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    target = Path(args.json) if args.json else work / f"overoptimization-round-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    target.write_text(json.dumps(figures, indent=2, ensure_ascii=False))
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
