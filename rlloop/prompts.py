@@ -9,6 +9,7 @@ names the file, the line and the field; nothing is half read.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,11 @@ def write_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
             out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
     tmp.replace(path)
     return path
+
+
+def seeded_sample(records: list[Any], limit: int, seed: int) -> list[Any]:
+    """At most ``limit`` of ``records``, a sample fixed by ``seed``, in their original order."""
+    if len(records) <= limit:
+        return records
+    chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in chosen]

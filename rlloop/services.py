@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from rewardmodel.models import RewardModelVersion
 from rewardmodel.services import resolve_path, version_model_dir
 from rlloop import bases, conf
 from rlloop.models import PolicyRound, PolicyVersion, RoundMethod
+from rlloop.prompts import seeded_sample
 
 # Set by the platform for each method, never by a caller.
 PLATFORM_KEYS = {
@@ -386,12 +386,6 @@ def policy_round_cancel(*, round: PolicyRound, user: Any = None) -> PolicyRound:
 # --- the data a round trains on --------------------------------------------------------------
 
 
-def _sample(records: list[dict[str, Any]], limit: int, seed: int) -> list[dict[str, Any]]:
-    if len(records) <= limit:
-        return records
-    return random.Random(seed).sample(records, limit)
-
-
 def _snapshot_groups(snapshot: ExportSnapshot) -> list[dict[str, Any]]:
     from exports.services import snapshot_directory
 
@@ -451,7 +445,7 @@ def round_data_write(round: PolicyRound, directory: Path) -> Path:
             for r in rows.order_by("pk")
             if r.text.strip() and _answerable(r.prompt.messages)
         ]
-    records = _sample(records, limit, seed)
+    records = seeded_sample(records, limit, seed)
     if not records:
         raise RuntimeError("the round's data source holds nothing to train on any more")
     return write_records(target, records)
