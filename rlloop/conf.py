@@ -30,5 +30,5 @@ def policies_root() -> Path:
 
 
 def sampling_root() -> Path:
-    """Where sampling jobs keep their prompt files: ``ARTIFACT_ROOT/sampling/project-<p>/job-<id>``."""
+    """Where sampling jobs keep their prompt files: ``ARTIFACT_ROOT/sampling/project-<p>/job-<id>-<random>``."""
     return Path(settings.ARTIFACT_ROOT) / "sampling"

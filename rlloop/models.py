@@ -162,7 +162,7 @@ class SamplingJob(Job):
     data = models.JSONField(default=dict, blank=True)
     # {"prompts", "responses", "duplicates", "tasks", "skipped"}: filled in as it goes.
     summary = models.JSONField(default=dict, blank=True)
-    # Relative to ARTIFACT_ROOT: sampling/project-<p>/job-<id>; prompts.jsonl inside.
+    # Relative to ARTIFACT_ROOT: sampling/project-<p>/job-<id>-<random>; prompts.jsonl inside.
     output_dir = models.CharField(max_length=512, blank=True)
 
     class Meta(Job.Meta):

@@ -32,6 +32,7 @@ import hashlib
 import json
 import random
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from rewardmodel.models import RewardModelVersion
 from rewardmodel.services import resolve_path
 from rlloop import conf
 from rlloop.models import PolicyRound, PolicyVersion, RoundMethod, SamplingJob, SamplingMode
+from rlloop.prompts import seeded_sample
 from rlloop.services import PolicyError, generation_resolve, policy_dir
 
 PROMPT_SOURCES = ("unused", "project", "file")
@@ -217,12 +219,14 @@ def sampling_job_create(
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
     job.policies.set(policies)
-    job.output_dir = f"sampling/project-{project.pk}/job-{job.pk}"
+    # A folder of its own even when a rolled-back creation left one behind under the same id
+    # (SQLite gives a rolled-back id to the next row): the job never reads another's prompts.
+    job.output_dir = f"sampling/project-{project.pk}/job-{job.pk}-{secrets.token_hex(4)}"
     job.save(update_fields=["output_dir"])
     if records is not None:
         from rlloop.prompts import write_records
 
-        records = _sample(records, max_prompts, seed)
+        records = seeded_sample(records, max_prompts, seed)
         write_records(resolve_path(job.output_dir) / "prompts.jsonl", records)
     if send:
         job_send(job)
@@ -236,13 +240,6 @@ def _check_target_prompts(target: Project, records: list[dict[str, Any]]) -> Non
     for i, record in enumerate(records):
         if record["id"] in existing and existing[record["id"]] != record["prompt"]:
             raise PolicyError(f"prompts[{i}].id", f"{target.name} already holds a different prompt {record['id']!r}")
-
-
-def _sample(records: list[dict[str, Any]], limit: int, seed: int) -> list[dict[str, Any]]:
-    if len(records) <= limit:
-        return records
-    chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
-    return [records[i] for i in chosen]
 
 
 def _project_records(
@@ -276,11 +273,13 @@ def sampling_prompts_write(job: SamplingJob, directory: Path) -> list[dict[str, 
     from rlloop.prompts import read_records, write_records
 
     target = directory / "prompts.jsonl"
+    if not target.is_file() and job.data.get("prompts") == "file":
+        raise RuntimeError(f"the job's prompt file is missing ({target.name} in its output directory)")
     if not target.is_file():
         records = _project_records(
             job.project, unused=job.data.get("prompts") == "unused", policies=list(job.policies.all())
         )
-        records = _sample(records, int(job.data.get("max_prompts", 200)), int(job.sampling.get("seed", 0)))
+        records = seeded_sample(records, int(job.data.get("max_prompts", 200)), int(job.sampling.get("seed", 0)))
         if not records:
             raise RuntimeError("the project holds no prompt to sample any more")
         write_records(target, records)

@@ -171,6 +171,25 @@ def test_a_prompt_file_into_another_ranking_project(ready) -> None:
         assert {r.metadata["policy"] for r in t.responses.all()} <= {other.label, reference.label}
 
 
+def test_a_rolled_back_prompt_file_is_never_read_by_a_later_job(ready) -> None:
+    from django.db import transaction
+
+    from rlloop.sampling import sampling_prompts_write
+
+    project, reference, other, _ = ready
+    records = [{"prompt": [{"role": "user", "content": "from a file that was rolled back"}], "id": "gone"}]
+    with pytest.raises(RuntimeError, match="roll back"), transaction.atomic():
+        dropped = sampling_job_create(project=project, policies=[other], prompts="file", prompt_records=records,
+                                      sampling=FAST, send=False)  # fmt: skip
+        raise RuntimeError("roll back")
+    job = sampling_job_create(project=project, policies=[other], prompts="project", sampling=FAST, send=False)
+    assert job.output_dir != dropped.output_dir  # even where the database gave it the same id
+    from rewardmodel.services import resolve_path
+
+    written = sampling_prompts_write(job, resolve_path(job.output_dir))
+    assert "gone" not in {r["id"] for r in written} and written
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
