@@ -7,15 +7,13 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from arpad.api.permissions import IsProjectManager
 from arpad.api.serializers import ErrorSerializer
-from arpad.api.views import ProjectScopedMixin, RefusalMixin
 from jobs.models import JobTrigger
+from rlloop.api.views import ManagerScoped
 from rlloop.cycle import STEP_JOBS, cycle_cancel, cycle_start
 from rlloop.models import CycleStep, LoopCycle, LoopRule, PolicyVersion
 from rlloop.services import PolicyError
@@ -101,9 +99,7 @@ class RuleSerializer(serializers.ModelSerializer):
         read_only_fields = ["last_cycle", "last_checked_at", "last_outcome"]
 
 
-class Scoped(RefusalMixin, ProjectScopedMixin):
-    permission_classes = [IsAuthenticated, IsProjectManager]
-
+class Scoped(ManagerScoped):
     def cycles(self) -> QuerySet[LoopCycle]:
         if self.is_schema_request():
             return LoopCycle.objects.none()
