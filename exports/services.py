@@ -109,6 +109,30 @@ def export_params_resolve(*, project: Project, params: dict[str, Any]) -> Export
     return resolved
 
 
+def new_agreed_pairs(
+    *, project: Project, since: ExportSnapshot | None, params: ExportParams, at_least: int
+) -> tuple[int, int | None]:
+    """New pair votes of the project since the succeeded export ``since`` (None: ever), and how
+    many more pairs are agreed now, under ``params``, than that export kept.
+
+    A new vote adds at most one kept pair, so the agreement is only aggregated when at
+    least ``at_least`` new votes arrived: an idle project costs one COUNT. The second
+    figure is None when it was not computed. What the retrain rule and the loop rule check.
+    """
+    from annotation.models import PairVote
+    from exports.snapshot import aggregate_project, source_state
+
+    baseline, last_judgement = 0, -1
+    if since is not None:
+        baseline = int(since.counts.get("pairs_kept", 0))
+        last_judgement = since.source_max_judgement_id or -1
+    votes = PairVote.objects.filter(task__project=project, judgement_id__gt=last_judgement).count()
+    if votes < at_least:
+        return votes, None
+    kept = int(aggregate_project(project, params, source_state(project)).result.kept.sum())
+    return votes, kept - baseline
+
+
 @transaction.atomic
 def export_snapshot_create(
     *, project: Project, params: dict[str, Any], user: Any, trigger: str = JobTrigger.API

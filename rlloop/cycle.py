@@ -311,32 +311,22 @@ def _advance_on_finish(label: str, job_id: int) -> None:
 
 def loop_rule_check(*, rule: LoopRule, now: Any = None) -> str:
     """Start a cycle when ``min_new_pairs`` more agreed pairs exist than at the last cycle's export."""
-    from annotation.models import PairVote
-    from exports.params import ExportParams
-    from exports.services import export_params_resolve
-    from exports.snapshot import aggregate_project, source_state
+    from exports.services import export_params_resolve, new_agreed_pairs
 
     project = rule.project
     if LoopCycle.objects.filter(project=project, state=CycleState.RUNNING).exists():
         return "a cycle is running"
     last = LoopCycle.objects.filter(project=project, snapshot__isnull=False).order_by("-number").first()
-    export_options = (rule.options or {}).get("export") or {}
-    baseline, last_judgement = 0, -1
-    if last is not None and last.snapshot.state == JobState.SUCCEEDED:
-        baseline = int(last.snapshot.counts.get("pairs_kept", 0))
-        last_judgement = last.snapshot.source_max_judgement_id or -1
-    new_votes = PairVote.objects.filter(task__project=project, judgement_id__gt=last_judgement).count()
-    if new_votes < rule.min_new_pairs:
-        return f"{new_votes} new pair votes since the last cycle; waiting for {rule.min_new_pairs} new pairs"
-    params = export_params_resolve(project=project, params=export_options)
-    kept = int(
-        aggregate_project(project, ExportParams.from_dict(params.to_dict()), source_state(project)).result.kept.sum()
-    )
-    if kept - baseline < rule.min_new_pairs:
-        return f"{kept - baseline} new agreed pairs since the last cycle; waiting for {rule.min_new_pairs}"
+    since = last.snapshot if last is not None and last.snapshot.state == JobState.SUCCEEDED else None
+    params = export_params_resolve(project=project, params=(rule.options or {}).get("export") or {})
+    votes, added = new_agreed_pairs(project=project, since=since, params=params, at_least=rule.min_new_pairs)
+    if added is None:
+        return f"{votes} new pair votes since the last cycle; waiting for {rule.min_new_pairs} new pairs"
+    if added < rule.min_new_pairs:
+        return f"{added} new agreed pairs since the last cycle; waiting for {rule.min_new_pairs}"
     cycle = cycle_start(project=project, options=rule.options or None, trigger=JobTrigger.RULE)
     LoopRule.objects.filter(pk=rule.pk).update(last_cycle=cycle)
-    return f"{kept - baseline} new agreed pairs: started cycle {cycle.number}"
+    return f"{added} new agreed pairs: started cycle {cycle.number}"
 
 
 def loop_rules_check(*, now: Any = None) -> list[tuple[int, str]]:

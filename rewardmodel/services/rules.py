@@ -77,10 +77,13 @@ def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
     at most one kept pair), so an idle project costs one COUNT per check. The export is a
     job of its own on the default queue, never run inside this periodic task.
     """
-    from annotation.models import PairVote
     from exports.params import ExportParams
-    from exports.services import export_params_resolve, export_snapshot_create, export_snapshot_send
-    from exports.snapshot import aggregate_project, source_state
+    from exports.services import (
+        export_params_resolve,
+        export_snapshot_create,
+        export_snapshot_send,
+        new_agreed_pairs,
+    )
 
     project = rule.project
     busy = RewardModelRun.objects.filter(project=project, state__in=[RunState.QUEUED, RunState.RUNNING])
@@ -114,23 +117,22 @@ def retrain_rule_check(*, rule: RetrainRule, now: Any = None) -> str:
         )
         RetrainRule.objects.filter(pk=rule.pk).update(last_run=run)
         return f"started run {run.pk} on export {pending.pk}"
-    params: dict[str, Any] = {}
-    baseline, last_judgement = 0, -1
-    if active is not None:
-        params = dict(active.snapshot.params)
-        baseline = int(active.snapshot.counts.get("pairs_kept", 0))
-        last_judgement = active.snapshot.source_max_judgement_id or -1
-    new_votes = PairVote.objects.filter(task__project=project, judgement_id__gt=last_judgement).count()
-    if new_votes < rule.min_new_pairs:
-        return f"{new_votes} new pair votes since the active version; waiting for {rule.min_new_pairs} new pairs"
-    resolved = ExportParams.from_dict(params) if params else export_params_resolve(project=project, params={})
-    kept = int(aggregate_project(project, resolved, source_state(project)).result.kept.sum())
-    if kept - baseline < rule.min_new_pairs:
-        return f"{kept - baseline} new agreed pairs since the active version; waiting for {rule.min_new_pairs}"
+    resolved = (
+        ExportParams.from_dict(dict(active.snapshot.params))
+        if active is not None and active.snapshot.params
+        else export_params_resolve(project=project, params={})
+    )
+    votes, added = new_agreed_pairs(
+        project=project, since=active.snapshot if active else None, params=resolved, at_least=rule.min_new_pairs
+    )
+    if added is None:
+        return f"{votes} new pair votes since the active version; waiting for {rule.min_new_pairs} new pairs"
+    if added < rule.min_new_pairs:
+        return f"{added} new agreed pairs since the active version; waiting for {rule.min_new_pairs}"
     with transaction.atomic():
         snapshot = export_snapshot_create(
             project=project, params=resolved.to_dict(), user=None, trigger=RunTrigger.RULE
         )
         RetrainRule.objects.filter(pk=rule.pk).update(pending_snapshot=snapshot)
         export_snapshot_send(snapshot)
-    return f"{kept - baseline} new agreed pairs: started export {snapshot.pk}; the run starts when it succeeds"
+    return f"{added} new agreed pairs: started export {snapshot.pk}; the run starts when it succeeds"
