@@ -7,8 +7,6 @@ them back. Both pages are sent with ``Cache-Control: no-store``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -29,16 +27,13 @@ from accounts.services import (
     named_token_revoke,
 )
 from arpad.authentication import api_token_expires_at, api_token_revoke
+from arpad.forms import add_refusal
 from arpad.http import no_store
 
 
 def invitation_link(request: HttpRequest, issued: IssuedInvitation) -> str:
     """The absolute URL of an invitation, for the manager to pass on."""
     return request.build_absolute_uri(reverse("account-invite", kwargs={"key": issued.key}))
-
-
-def add_refusal(form: Any, refusal: AccountError) -> None:
-    form.add_error(refusal.field if refusal.field in form.fields else None, refusal.message)
 
 
 @no_store
@@ -55,7 +50,7 @@ def invite_accept(request: HttpRequest, key: str) -> HttpResponse:
         except InvitationRefused as refused:
             return render(request, "accounts/invite_refused.html", {"reason": refused.message}, status=refused.status)
         except AccountError as refused:
-            add_refusal(form, refused)
+            add_refusal(form, refused.message, target=refused.field)
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect("project-list")
@@ -81,7 +76,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
                         expires_in_days=form.cleaned_data["expires_in_days"],
                     )
                 except AccountError as refused:
-                    add_refusal(form, refused)
+                    add_refusal(form, refused.message, target=refused.field)
                 else:
                     form = TokenCreateForm()
                     status = 201

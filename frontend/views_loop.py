@@ -23,12 +23,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from annotation.models import Project
+from arpad.forms import add_refusal
 from frontend.access import managed_project
 from jobs.models import JobTrigger
 from rlloop.models import PolicyVersion, SamplingJob, SamplingMode
 from rlloop.sampling import MAX_FILE_PROMPTS, sampling_job_create
 from rlloop.services import PolicyError
-from rlloop.standings import project_leaderboard, proxy_vs_human
+from rlloop.standings import cached, project_leaderboard, proxy_vs_human
 
 JOBS_LISTED = 20
 BOOTSTRAP_ROUNDS = 1000
@@ -151,10 +152,7 @@ class SamplingForm(forms.Form):
             rest = field.split("]", 1)[1].lstrip(".")
             self.add_error("prompt_file", f"line {line}{': ' + rest if rest else ''}: {exc.message}")
             return
-        if name is not None:
-            self.add_error(name, exc.message)
-        else:
-            self.add_error(None, f"{field} {exc.message}" if field else exc.message)
+        add_refusal(self, exc.message, target=name, field=field)
 
 
 def _sampling_jobs(project: Project) -> list[SamplingJob]:
@@ -168,8 +166,8 @@ def _sampling_jobs(project: Project) -> list[SamplingJob]:
 
 
 def _standings(project: Project) -> dict[str, Any]:
-    board = project_leaderboard(project, rounds=BOOTSTRAP_ROUNDS)
-    proxy = proxy_vs_human(project, rounds=BOOTSTRAP_ROUNDS)
+    board = cached(project_leaderboard, project, rounds=BOOTSTRAP_ROUNDS)
+    proxy = cached(proxy_vs_human, project, rounds=BOOTSTRAP_ROUNDS)
     for row in board["rows"]:
         row["few_votes"] = row["votes"] < FEW_VOTES
     return {"leaderboard": board, "proxy": proxy}
@@ -303,10 +301,7 @@ class CycleForm(forms.Form):
     def add_service_error(self, exc: PolicyError) -> None:
         field = exc.field or ""
         name = next((n for prefix, n in self.REFUSALS.items() if field.startswith(prefix)), None)
-        if name is not None:
-            self.add_error(name, exc.message)
-        else:
-            self.add_error(None, f"{field}: {exc.message}" if field else exc.message)
+        add_refusal(self, exc.message, target=name, field=field)
 
 
 class RuleForm(forms.Form):

@@ -31,7 +31,7 @@ from accounts.services import (
     invitation_reissue,
     invitations_awaiting,
 )
-from accounts.views import add_refusal, invitation_link
+from accounts.views import invitation_link
 from annotation import project_services, queue_sql
 from annotation.api.serializers import ImportCreateSerializer
 from annotation.import_jobs import import_job_create, import_job_send
@@ -50,6 +50,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.project_services import ProjectRefused, can_create_projects
+from arpad.forms import add_refusal
 from arpad.http import no_store
 from frontend.access import managed_project
 from frontend.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, ProjectForm, TaskFilterForm, add_reasons
@@ -131,10 +132,10 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
                 try:
                     invited = invitation_create(project=project, created_by=request.user, **invite_form.cleaned_data)
                 except UsernameTaken as exc:
-                    add_refusal(invite_form, exc)
+                    add_refusal(invite_form, exc.message, target=exc.field)
                     taken = exc.existing
                 except AccountError as exc:
-                    add_refusal(invite_form, exc)
+                    add_refusal(invite_form, exc.message, target=exc.field)
                 else:
                     invite_form = InviteForm(prefix="invite")
         elif action == "reinvite":

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.models import Project
+from arpad.forms import add_refusal
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
 from frontend.text import scrub_paths, scrub_value
@@ -365,9 +366,7 @@ def reward_model_list(request: HttpRequest, project_id: int) -> HttpResponse:
                     trigger=RunTrigger.UI,
                 )
         except RewardModelError as exc:
-            name = (exc.field or "").removeprefix("config.")
-            target = name if name in form.fields else None
-            form.add_error(target, exc.message if target else f"{exc.field}: {exc.message}")
+            add_refusal(form, exc.message, target=(exc.field or "").removeprefix("config."), field=exc.field)
         else:
             messages.success(request, f"Run {run.pk} was created.")
             return redirect("rewardmodel-run", project_id=project.pk, run_id=run.pk)
@@ -404,9 +403,7 @@ def reward_model_rule_view(request: HttpRequest, project_id: int) -> HttpRespons
             )
         except RewardModelError as exc:
             name = (exc.field or "").removeprefix("config.")
-            name = "lora_r" if name == "lora" else name
-            target = name if name in rule_form.fields else None
-            rule_form.add_error(target, exc.message if target else f"{exc.field}: {exc.message}")
+            add_refusal(rule_form, exc.message, target="lora_r" if name == "lora" else name, field=exc.field)
         else:
             state = "on" if rule.enabled else "off"
             messages.success(request, f"The retrain rule is {state}: a run per {rule.min_new_pairs} new agreed pairs.")

@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.models import Project, Response
+from arpad.forms import add_refusal
 from exports.models import ExportSnapshot, ExportState
 from frontend.access import managed_project
 from frontend.text import scrub_paths, scrub_value
@@ -73,14 +74,6 @@ def _problems(exc: PolicyError, prefix: str) -> list[tuple[str | None, str]]:
     return found
 
 
-def _file_error(form: forms.Form, name: str | None, message: str) -> None:
-    """A service refusal under the form's field it is about, else as the form's own error (named)."""
-    if name is not None and name in form.fields:
-        form.add_error(name, message)
-    else:
-        form.add_error(None, f"{name} {message}" if name else message)
-
-
 class RegisterForm(forms.Form):
     """Register a checkpoint the operator made available, by name, with its generation defaults."""
 
@@ -109,7 +102,7 @@ class RegisterForm(forms.Form):
 
     def add_service_error(self, exc: PolicyError) -> None:
         for name, message in _problems(exc, "generation"):
-            _file_error(self, "name" if exc.field == "name" else name, message)
+            add_refusal(self, message, target="name" if exc.field == "name" else name, field=name)
 
 
 def _bounds(method: str) -> dict[str, tuple[float, float]]:
@@ -311,16 +304,14 @@ class RoundForm(forms.Form):
 
     def add_service_error(self, exc: PolicyError, method: str) -> None:
         if exc.field in self.REFUSALS:
-            _file_error(self, self.REFUSALS[exc.field], exc.message)
+            add_refusal(self, exc.message, target=self.REFUSALS[exc.field])
             return
         options = self.OPTIONS.get(method, {})
         for option, message in _problems(exc, "config"):
             if option in ("lora", "lora.r"):
-                _file_error(self, "lora_r", message)
-            elif option is not None and option in options:
-                _file_error(self, options[option], message)
+                add_refusal(self, message, target="lora_r")
             else:  # an option the form does not show: the form's own error, named
-                self.add_error(None, f"{option} {message}" if option else message)
+                add_refusal(self, message, target=options.get(option or ""), field=option)
 
 
 def _group_count(snapshot: ExportSnapshot) -> int:
