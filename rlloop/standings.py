@@ -16,22 +16,32 @@ rises while the win rate does not. With it, the length diagnostic: within each v
 samples, score against length in tokens (correlation, slope), and the share of the
 version's score gain over the reference that the length change alone explains under the
 pooled slope.
+
+Both read every vote (and ``proxy_vs_human`` every sampled response) and bootstrap them;
+the page and the API ask for them through ``cached``, which keeps a result until the
+votes, the sampled responses, the policies or the simulated accounts change.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.cache import cache
+from django.db.models import Count, Max, Sum
 
 from annotation.models import PairVote, Project, Response
-from rlloop.models import PolicyVersion
+from rlloop.models import PolicyVersion, SimulatedAnnotator
 from rlloop.sampling import response_source
 
 WHO = ("all", "people", "simulated")
 UNKNOWN = "unknown source"
+CACHE_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -188,3 +198,33 @@ def proxy_vs_human(
         "who": who,
         "policies": points,
     }
+
+
+def standings_state(project: Project) -> str:
+    """A digest of what the standings of ``project`` are computed from, in a few aggregate queries.
+
+    A new, edited or deleted vote moves the votes' count, last id or sum of winners; a new
+    sampled response the responses' count or last id; a new policy or another reference the
+    policies' rows; a new simulated account the accounts' (``who``). The project's creation
+    time keeps a project that reuses a deleted one's id from reading its results.
+    """
+    votes = PairVote.objects.filter(task__project=project).aggregate(n=Count("id"), last=Max("id"), wins=Sum("winner"))
+    responses = Response.objects.filter(prompt__project=project).aggregate(n=Count("id"), last=Max("id"))
+    policies = list(
+        PolicyVersion.objects.filter(project=project).order_by("pk").values_list("pk", "is_reference", "name")
+    )
+    simulated = SimulatedAnnotator.objects.aggregate(n=Count("pk"), last=Max("pk"))
+    state = [project.pk, project.created_at.isoformat(), votes, responses, policies, simulated]
+    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()
+
+
+def cached(compute: Callable[..., dict[str, Any]], project: Project, **options: Any) -> dict[str, Any]:
+    """``compute(project, **options)`` (``project_leaderboard`` or ``proxy_vs_human``), from the cache
+    while the project's votes, samples and policies are as they were."""
+    key = json.dumps([compute.__name__, standings_state(project), options], sort_keys=True, default=str)
+    key = "standings:" + hashlib.sha256(key.encode()).hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = compute(project, **options)
+        cache.set(key, found, CACHE_SECONDS)
+    return found

@@ -28,7 +28,7 @@ from rlloop.api import serializers as s
 from rlloop.models import PolicyRound, PolicyVersion, SamplingJob, SamplingMode
 from rlloop.sampling import sampling_job_create
 from rlloop.services import PolicyError, checkpoint_names, policy_register, policy_round_create, policy_set_reference
-from rlloop.standings import WHO, project_leaderboard, proxy_vs_human
+from rlloop.standings import WHO, cached, project_leaderboard, proxy_vs_human
 
 _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request, with the field at fault."),
@@ -342,7 +342,7 @@ class LeaderboardView(ManagerScoped, APIView):
     def get(self, request: Request, project_id: int) -> Response:
         options = leaderboard_options(request)
         k = _query_number(request, "k", 32, 1, 400, integer=False)
-        return Response(project_leaderboard(self.project, k=k, **options))
+        return Response(cached(project_leaderboard, self.project, k=k, **options))
 
 
 class ProxyVsHumanView(ManagerScoped, APIView):
@@ -351,4 +351,4 @@ class ProxyVsHumanView(ManagerScoped, APIView):
 
     @extend_schema(responses={200: s.ProxyVsHumanSerializer, **_ERRORS})
     def get(self, request: Request, project_id: int) -> Response:
-        return Response(proxy_vs_human(self.project, **leaderboard_options(request)))
+        return Response(cached(proxy_vs_human, self.project, **leaderboard_options(request)))

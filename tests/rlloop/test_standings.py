@@ -123,3 +123,78 @@ def test_api_and_cli(tournament) -> None:
     assert json.loads(out.getvalue())["leaderboard"]["rows"][0]["ci_low"] is None
     with pytest.raises(CommandError, match="--project"):
         call_command("leaderboard", "--project", "999999")
+
+
+def test_cached_standings_are_recomputed_only_when_their_inputs_change(tournament, monkeypatch) -> None:
+    from django.core.cache import cache
+
+    from rlloop import standings
+
+    project, ref, _ = tournament
+    cache.clear()
+    calls = []
+
+    def counted(project, **options):
+        calls.append(options)
+        return standings.project_leaderboard(project, **options)
+
+    first = standings.cached(counted, project, rounds=50)
+    assert standings.cached(counted, project, rounds=50) == first and len(calls) == 1
+    standings.cached(counted, project, rounds=60)  # other options: another entry
+    assert len(calls) == 2
+
+    rng = random.Random(5)
+    duel(project, 1, "policy p2", "policy p1", 1.0, rng)  # a new vote
+    after_vote = standings.cached(counted, project, rounds=50)
+    assert len(calls) == 3 and after_vote["votes"] == first["votes"] + 1
+
+    from annotation.models import PairVote
+
+    vote = PairVote.objects.filter(task__project=project).latest("id")
+    PairVote.objects.filter(pk=vote.pk).update(winner=-vote.winner)  # an edited vote
+    standings.cached(counted, project, rounds=50)
+    assert len(calls) == 4
+
+    PolicyVersion.objects.create(project=project, number=3, model_dir="/z", base_model="/x", parent=ref)
+    standings.cached(counted, project, rounds=50)  # a new policy
+    assert len(calls) == 5
+    standings.cached(counted, project, rounds=50)
+    assert len(calls) == 5
+
+
+def test_the_page_and_the_api_read_the_cached_standings(tournament, client, monkeypatch) -> None:
+    import functools
+
+    from django.core.cache import cache
+
+    from frontend import views_loop
+    from rlloop import standings
+    from rlloop.api import views
+
+    project, _, _ = tournament
+    cache.clear()
+    calls = []
+
+    def counting(compute):
+        @functools.wraps(compute)
+        def wrapper(*args, **kwargs):
+            calls.append(compute.__name__)
+            return compute(*args, **kwargs)
+
+        return wrapper
+
+    for module in (views, views_loop):
+        monkeypatch.setattr(module, "project_leaderboard", counting(standings.project_leaderboard))
+        monkeypatch.setattr(module, "proxy_vs_human", counting(standings.proxy_vs_human))
+    manager = manager_of(project)
+    api = APIClient()
+    api.force_authenticate(manager)
+    url = f"/api/v1/projects/{project.pk}/leaderboard/?rounds=100"
+    first = api.get(url).json()
+    assert api.get(url).json() == first and calls == ["project_leaderboard"]
+    client.force_login(manager)
+    for _ in range(2):
+        assert client.get(f"/projects/{project.pk}/loop/").status_code == 200
+    assert calls == ["project_leaderboard", "project_leaderboard", "proxy_vs_human"]
+    duel(project, 3, "policy p2", "policy p1", 1.0, random.Random(9))
+    assert api.get(url).json()["votes"] == first["votes"] + 3 and len(calls) == 4
