@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,10 @@ USERNAME_RE = re.compile(r"^[\w.@+-]+\Z")
 USERNAME_MAX = 150
 EXTERNAL_ID_MAX = 255
 SOURCE_MAX = 200
+# PostgreSQL's text and jsonb cannot hold U+0000: refused on every database, so that a file
+# imports the same way on SQLite and on PostgreSQL.
+NUL = "\x00"
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 
 # What to do with an empty response text, per format (option ``empty_responses``).
@@ -360,6 +364,8 @@ class ImportContext:
                 field,
                 f"is {len(value):,} characters long; the limit is {self.max_field_chars:,} (ARPAD_IMPORT_MAX_FIELD_CHARS)",
             )
+        if NUL in value:
+            raise RecordError(field, NUL_MESSAGE)
         if not allow_empty and not value.strip():
             raise RecordError(field, "is empty")
         return value
@@ -410,6 +416,9 @@ class ImportContext:
 
     def add_prompt(self, spec: PromptSpec) -> None:
         """Check what every format has in common and keep the prompt for the write phase."""
+        where = nul_path(asdict(spec))
+        if where is not None:  # an id, a source or metadata: the texts were checked by ``text``
+            raise RecordError(where.replace("external_id", "id"), NUL_MESSAGE)
         if spec.external_id in self._ids:
             first = self._ids[spec.external_id]
             also = f" (also on line {first})" if first is not None else ""
@@ -435,6 +444,24 @@ class ImportContext:
                 annotators.add(judgement.annotator)
         self._ids[spec.external_id] = spec.line
         self.prompts.append(spec)
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character in a JSON-like value is (``responses[1].metadata.note``), or None."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            found = (inner if NUL in str(key) else None) or nul_path(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = nul_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def json_type(value: Any) -> str:

@@ -248,6 +248,29 @@ class TestGenericJsonl:
         kept = import_file(project=ProjectFactory(), path=path, format="jsonl", options={"empty_responses": "keep"})
         assert kept.tasks == 2
 
+    def test_a_nul_character_is_refused_with_its_line_and_field_on_every_database(self, project, tmp_path):
+        # PostgreSQL's text and jsonb cannot hold U+0000; SQLite could, but a file must not
+        # import on one database and fail on the other.
+        rows = [
+            {"prompt": "Q1", "responses": ["a", "b"]},
+            {"prompt": "Q2", "responses": ["a", "b\u0000c"]},
+            {"id": "x\u0000", "prompt": "Q3", "responses": ["a", "b"]},
+            {"prompt": "Q4", "responses": ["a", {"text": "b", "metadata": {"note": ["ok", "\u0000"]}}]},
+            {"prompt": "Q5", "responses": ["a", {"text": "b", "model": "m\u0000"}]},
+        ]
+        path = tmp_path / "nul.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        assert "\\u0000" in path.read_text()  # as JSON escapes, the way such files arrive
+        errors = failed(project=project, path=path, format="jsonl").errors
+        assert [(e.line, e.field) for e in errors] == [
+            (2, "responses[1]"),
+            (3, "id"),
+            (4, "responses[1].metadata.note[1]"),
+            (5, "responses[1].source"),
+        ]
+        assert all("NUL character" in e.message for e in errors)
+        assert not Prompt.objects.filter(project=project).exists()
+
     def test_blank_lines_and_crlf_are_fine(self, project, tmp_path):
         path = tmp_path / "crlf.jsonl"
         path.write_bytes(
