@@ -41,6 +41,7 @@ from rlloop.services import (
     policy_round_create,
     policy_set_reference,
     round_config_fields,
+    round_gold_reward_model,
 )
 
 ROUNDS_LISTED = 30
@@ -512,6 +513,26 @@ def _data_text(round: PolicyRound) -> str:
     return f"{text} (at most {limit})" if limit else text
 
 
+def _score_sd(round: PolicyRound) -> dict[str, float] | None:
+    """The held-out score spread of a PPO round's reward model and of its gold, when it watches one.
+
+    The two score on their own scales; the page compares their gains in these units.
+    """
+    try:
+        gold = round_gold_reward_model(round) if round.method == RoundMethod.PPO else None
+    except PolicyError:
+        return None
+    if gold is None or round.reward_model is None:
+        return None
+    spreads = {
+        "proxy": (round.reward_model.metrics or {}).get("reward_std"),
+        "gold": (gold.metrics or {}).get("reward_std"),
+    }
+    if not all(isinstance(v, int | float) and v > 0 for v in spreads.values()):
+        return None
+    return {k: float(v) for k, v in spreads.items()}
+
+
 @login_required
 @require_GET
 def policy_round_view(request: HttpRequest, project_id: int, round_id: int) -> HttpResponse:
@@ -544,6 +565,7 @@ def policy_round_view(request: HttpRequest, project_id: int, round_id: int) -> H
             "finished": round.is_finished,
             "total": round.total_steps,
             "history": round.metrics_history,
+            "score_sd": _score_sd(round),
             "samples": tables,
             "api": reverse("api-rl-round", args=[project.pk, round.pk]),
         },

@@ -165,6 +165,11 @@ def test_a_round_that_watched_a_gold_reward_model_draws_the_gold_score_beside_th
         {**p, "objective/gold_scores": g} for p, g in zip(watched.metrics_history, golds, strict=True)
     ]
     watched.data = {**watched.data, "gold_reward_model": 2}
+    rm.metrics = {"reward_std": 0.5}
+    rm.save()
+    gold = reward_model(project, number=2, active=False)
+    gold.metrics = {"reward_std": 0.25}
+    gold.save()
     for table in watched.samples:
         for row in table["rows"]:
             row["gold"] = -0.75
@@ -179,6 +184,15 @@ def test_a_round_that_watched_a_gold_reward_model_draws_the_gold_score_beside_th
     headers = ui.page.locator("#samples-table thead th").all_inner_texts()
     assert headers == ["Prompt", "Response", "Score", "Shaped", "Gold", "KL"]
     assert ui.page.inner_text("#samples-table tbody tr:first-child td:nth-child(5)") == "-0.750"
+    # Both models' gains against KL, in their own held-out sd: the proxy (sd 0.5) rises by
+    # 0.9 = 1.8 sd over the round, the gold (sd 0.25) falls back.
+    overopt = "#overopt-chart .plot-legend li"
+    ui.page.wait_for_selector(overopt)
+    assert [t.strip() for t in ui.page.locator(overopt).all_inner_texts()] == [
+        "proxy (the reward model trained against)",
+        "gold (watching)",
+    ]
+    assert ui.page.locator("#overopt-chart .plot-point").count() == 8
     ui.shot("gold")
 
     # A round without a gold reward model: no empty gold series, no gold column.

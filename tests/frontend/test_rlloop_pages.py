@@ -376,6 +376,14 @@ def test_a_round_that_watched_a_gold_reward_model_carries_the_gold_series(projec
     assert [p["objective/gold_scores"] for p in data["history"]] == golds
     assert [p["objective/scores"] for p in data["history"]] == pytest.approx([0.3, 0.6, 0.9, 1.2])
     assert all(row["gold"] == -0.75 for table in data["samples"] for row in table["rows"])
+    assert data["score_sd"] is None  # the two versions recorded no held-out spread: no gain chart
+    assert 'id="overopt-chart"' in body
+    ready["rm"].metrics = {"reward_std": 0.5}
+    ready["rm"].save()
+    gold.metrics = {"reward_std": 0.25}
+    gold.save()
+    body = as_user(manager).get(reverse("policy-round", args=[project.pk, round.pk])).content.decode()
+    assert page_data(body, "rl-round-data")["score_sd"] == {"proxy": 0.5, "gold": 0.25}
     assert "Gold reward model" in body and "v2 <span" in body
     table = body.split('id="samples-table"')[1].split("</table>")[0]
     assert '<th scope="col" class="num">Gold</th>' in table and "-0.750" in table
@@ -384,6 +392,7 @@ def test_a_round_that_watched_a_gold_reward_model_carries_the_gold_series(projec
     body = as_user(manager).get(reverse("policy-round", args=[project.pk, plain.pk])).content.decode()
     assert not any("objective/gold_scores" in p for p in page_data(body, "rl-round-data")["history"])
     assert "Gold reward model" not in body and ">Gold</th>" not in body
+    assert 'id="overopt-chart"' not in body and page_data(body, "rl-round-data")["score_sd"] is None
 
 
 def test_the_new_round_form_names_a_gold_reward_model(

@@ -156,6 +156,52 @@ function drawCharts(data, history) {
   }
 }
 
+// Over-optimisation, when the round watches a gold reward model: each model's score against
+// the KL to the reference, as its gain over the round's first updates in that model's own
+// held-out score standard deviations (the two score on their own scales), as means over
+// SMOOTH updates (one update's rollouts are a noisy mean). The proxy rising while the gold
+// stalls or falls as KL grows is what over-optimisation looks like (Gao et al. 2022).
+const SMOOTH = 3;
+
+function trailingMean(values) {
+  return values.map((_, i) => {
+    const window = values.slice(Math.max(0, i - SMOOTH + 1), i + 1);
+    return window.reduce((a, b) => a + b, 0) / window.length;
+  });
+}
+
+function drawOveroptimisation(data, history) {
+  const box = document.getElementById("overopt-chart");
+  if (!box || !data.score_sd) return;
+  // The proxy's own score (raw_scores: before any length or eos adjustment), else what was recorded.
+  const proxyKey = history.some((p) => typeof p["objective/raw_scores"] === "number") ? "objective/raw_scores" : "objective/scores";
+  const rows = history.filter(
+    (p) => typeof p["objective/kl"] === "number" && typeof p[proxyKey] === "number" && typeof p["objective/gold_scores"] === "number",
+  );
+  if (rows.length < 2) return;
+  box.closest(".panel").hidden = false;
+  const kl = trailingMean(rows.map((p) => p["objective/kl"]));
+  const series = [
+    { key: proxyKey, name: "proxy (the reward model trained against)", sd: data.score_sd.proxy },
+    { key: "objective/gold_scores", name: "gold (watching)", sd: data.score_sd.gold },
+  ].map((s) => {
+    const values = rows.map((p) => p[s.key]);
+    const start = values.slice(0, SMOOTH).reduce((a, b) => a + b, 0) / Math.min(SMOOTH, values.length);
+    const smooth = trailingMean(values.map((v) => (v - start) / s.sd));
+    return { name: s.name, points: smooth.map((v, i) => [kl[i], v]), line: true };
+  });
+  lineChart(box, {
+    series,
+    xLabel: `KL to the reference (nats, mean of ${SMOOTH} updates)`,
+    yLabel: "score gain (held-out sd)",
+    title: "Proxy and gold score against KL",
+    description: `Each reward model's mean score of the update's rollouts, minus its mean over the first ${SMOOTH} updates, in that model's held-out score standard deviations, averaged over ${SMOOTH} updates.`,
+    xMin: 0,
+    height: 260,
+    legend: true,
+  });
+}
+
 function number(value) {
   return typeof value === "number" && Number.isFinite(value) ? value.toFixed(3) : "–";
 }
@@ -261,6 +307,7 @@ function initRound(data) {
   let tables = data.samples || [];
   let pinned = null; // the sample step a person chose; null follows the newest
   drawCharts(data, data.history);
+  drawOveroptimisation(data, data.history);
   const log = document.getElementById("round-log");
   if (log) log.scrollTop = log.scrollHeight;
 
@@ -313,6 +360,7 @@ function initRound(data) {
     if (historyKey(history) !== drawn) {
       drawn = historyKey(history);
       drawCharts(data, history);
+      drawOveroptimisation(data, history);
       refresh();
     }
   });
