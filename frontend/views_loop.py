@@ -11,6 +11,7 @@ nowhere an annotator looks.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from django import forms
@@ -25,8 +26,8 @@ from django.views.decorators.http import require_http_methods
 from annotation.models import Project
 from arpad.forms import add_refusal
 from frontend.access import managed_project
-from jobs.models import JobTrigger
-from rlloop.models import PolicyVersion, SamplingJob, SamplingMode
+from jobs.models import JobState, JobTrigger
+from rlloop.models import PolicyRound, PolicyVersion, RoundMethod, SamplingJob, SamplingMode
 from rlloop.sampling import MAX_FILE_PROMPTS, sampling_job_create
 from rlloop.services import PolicyError
 from rlloop.standings import cached, project_leaderboard, proxy_vs_human
@@ -212,6 +213,29 @@ def loop_page(request: HttpRequest, project_id: int) -> HttpResponse:
     return _render(request, project, form=form, status=400 if form.errors else 200)
 
 
+def _ppo_pace(project: Project) -> dict[str, Any] | None:
+    """How fast PPO ran here: the newest succeeded PPO round's median seconds per update, and per
+    rollout token (the cost of an update grows with rollouts × new tokens), for the cycle form's
+    estimate. None before the project's first PPO round: a duration is not known before then."""
+    rounds = PolicyRound.objects.filter(project=project, method=RoundMethod.PPO, state=JobState.SUCCEEDED)
+    for round in rounds.order_by("-finished_at").only("number", "config", "metrics_history")[:5]:
+        seconds = [
+            p["time/update"] for p in round.metrics_history or [] if isinstance(p.get("time/update"), int | float)
+        ]
+        rollouts, tokens = round.config.get("rollouts_per_update"), round.config.get("max_new_tokens")
+        if not seconds or not isinstance(rollouts, int) or not isinstance(tokens, int) or rollouts * tokens <= 0:
+            continue
+        median = statistics.median(seconds)
+        return {
+            "round": round.number,
+            "seconds_per_update": median,
+            "rollouts": rollouts,
+            "tokens": tokens,
+            "seconds_per_rollout_token": median / (rollouts * tokens),
+        }
+    return None
+
+
 def _render(
     request: HttpRequest,
     project: Project,
@@ -239,7 +263,7 @@ def _render(
         "board": standings["leaderboard"],
         "proxy": standings["proxy"],
         "few_votes": FEW_VOTES,
-        "page_data": standings,
+        "page_data": {**standings, "ppo_pace": _ppo_pace(project)},
     }
     return render(request, "frontend/rlloop/loop.html", context, status=status)
 

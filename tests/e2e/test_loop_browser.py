@@ -37,7 +37,15 @@ def loop_world():
 
 
 def test_the_loop_page_draws_intervals_heatmap_and_proxy_charts(ui: UI) -> None:
+    from tests.frontend.test_rlloop_pages import finished_round, reward_model
+
     project, manager = loop_world()
+    # A PPO round ran here at 30 s per update of 16 rollouts of 64 tokens: the cycle form's pace.
+    round = finished_round(project, PolicyVersion.objects.get(project=project, number=1), reward_model(project), 1,
+                           kl=2.0, score=0.5)  # fmt: skip
+    round.config = {**round.config, "rollouts_per_update": 16, "max_new_tokens": 64}
+    round.metrics_history = [{**p, "time/update": 30.0} for p in round.metrics_history]
+    round.save()
     ui.login(manager.username)
     ui.goto(f"/projects/{project.pk}/loop/")
     ui.page.wait_for_selector("#win-matrix svg")
@@ -56,6 +64,13 @@ def test_the_loop_page_draws_intervals_heatmap_and_proxy_charts(ui: UI) -> None:
         assert bar["x"] - 2 <= tick["x"] <= bar["x"] + bar["width"] + 2
     width = ui.page.evaluate("document.documentElement.scrollWidth")
     assert width <= 1440, f"the page is {width}px wide"
+    # The form's defaults (8 updates of 16 rollouts of 64 tokens) take 8 × 30 s; 80 updates 40 minutes.
+    estimate = "#cycle-estimate"
+    assert ui.page.inner_text(estimate).startswith("PPO step: about 4 min at the pace of round 1 (30.0 s per update")
+    ui.page.fill("#id_cycle-updates", "80")
+    assert ui.page.inner_text(estimate).startswith("PPO step: about 40 min")
+    ui.page.fill("#id_cycle-max_new_tokens", "32")
+    assert ui.page.inner_text(estimate).startswith("PPO step: about 20 min")
     ui.shot("loop-page")
     ui.assert_clean()
 

@@ -135,3 +135,26 @@ def test_run_a_cycle_cancel_it_and_set_the_rule(loop_project, job_messages) -> N
     assert LoopRule.objects.get(project=project).min_new_pairs == 50
     bad_rule = client.post(reverse("loop-rule", args=[project.pk]), {"rule-min_new_pairs": 0})
     assert bad_rule.status_code == 400 and LoopRule.objects.get(project=project).min_new_pairs == 50
+
+
+def test_the_cycle_form_estimates_ppo_from_the_last_round_here(loop_project) -> None:
+    from tests.frontend.test_rlloop_pages import finished_round, reward_model
+
+    project, reference, _ = loop_project
+    client = as_user(manager_of(project))
+
+    def pace():
+        html = client.get(reverse("loop", args=[project.pk])).content.decode()
+        assert 'id="cycle-estimate"' in html
+        return json.loads(html.split('id="loop-data" type="application/json">')[1].split("</script>")[0])["ppo_pace"]
+
+    assert pace() is None  # no PPO round yet: no figure
+    round = finished_round(project, reference, reward_model(project), 1, kl=2.0, score=0.5)
+    round.config = {**round.config, "rollouts_per_update": 16, "max_new_tokens": 64}
+    round.metrics_history = [
+        {**p, "time/update": s} for p, s in zip(round.metrics_history, [30, 34, 90, 32], strict=True)
+    ]
+    round.save()
+    found = pace()
+    assert found["round"] == 1 and found["seconds_per_update"] == 33  # the median: one slow update does not count
+    assert found["seconds_per_rollout_token"] == pytest.approx(33 / (16 * 64))

@@ -146,8 +146,35 @@ function followCycles() {
   window.setTimeout(poll, 3000);
 }
 
+// The cycle form's PPO estimate, live as its numbers change: updates × rollouts × new tokens at
+// the pace of the project's last PPO round (on whatever machine ran it; the sampling and the
+// reward model come on top).
+function estimateCycle(pace) {
+  const form = document.getElementById("cycle-form");
+  const out = document.getElementById("cycle-estimate");
+  if (!form || !out || !pace) return;
+  const value = (name, fallback) => {
+    const input = form.querySelector(`[name="cycle-${name}"]`);
+    const n = input ? Number(input.value || input.placeholder) : NaN;
+    return Number.isFinite(n) && n > 0 ? n : fallback;
+  };
+  const update = () => {
+    const updates = value("updates", 8);
+    const rollouts = value("rollouts", pace.rollouts);
+    const tokens = value("max_new_tokens", pace.tokens);
+    const seconds = updates * rollouts * tokens * pace.seconds_per_rollout_token;
+    const time = seconds < 90 ? `${Math.max(1, Math.round(seconds))} s` : seconds < 5400 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
+    out.textContent =
+      `PPO step: about ${time} at the pace of round ${pace.round} ` +
+      `(${pace.seconds_per_update.toFixed(1)} s per update of ${pace.rollouts} rollouts of up to ${pace.tokens} tokens on the machine that ran it).`;
+  };
+  form.addEventListener("input", update);
+  update();
+}
+
 followCycles();
 const data = pageData("loop-data");
+if (data) estimateCycle(data.ppo_pace);
 if (data) {
   drawIntervals();
   drawMatrix(data.leaderboard);
