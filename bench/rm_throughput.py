@@ -116,9 +116,8 @@ def run_phase(args: argparse.Namespace) -> dict:
         load_base,
         lr_factor,
         make_optimizer,
-        resolve_device,
-        seed_everything,
     )
+    from trainio.runtime import resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

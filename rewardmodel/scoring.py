@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from rewardmodel.data import Formatter, pad_batch
-from rewardmodel.train import autocast_dtype, forward_rewards, load_base, resolve_device
+from rewardmodel.train import autocast_dtype, forward_rewards, load_base
+from trainio.runtime import resolve_device
 
 DEFAULT_MAX_LENGTH = 512
 

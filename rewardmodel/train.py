@@ -52,7 +52,6 @@ import inspect
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -79,6 +78,7 @@ from trainio.config import (
     is_number,
     refuse,
 )
+from trainio.runtime import resolve_device, seed_everything
 
 CHECKPOINT_FORMAT = "arpad-rm-checkpoint/1"
 MODEL_FORMAT = "arpad-reward-model/1"
@@ -161,15 +161,6 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------
 # Model and device
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
-    return device
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -390,13 +381,6 @@ def load_checkpoint(
 
 # --------------------------------------------------------------------------------------
 # Training
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlloop.policy import HFGenerator, Sampling, encode_prompt, load_causal_lm, load_tokenizer, seed_everything
+from rlloop.policy import HFGenerator, Sampling, encode_prompt, load_causal_lm, load_tokenizer
+from trainio.runtime import seed_everything
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,6 @@ class Sample:
     kl: float | None
     """k1 estimate of KL(policy || reference) over the response's tokens; None without a reference."""
     truncated_prompt: bool
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_model(path: str | Path, device: torch.device) -> nn.Module:

@@ -180,8 +180,9 @@ SAMPLING_BATCH_PROMPTS = 8
 @job_kind("sampling", model=SamplingJob, queue=conf.queue, retry=Retry.RESUME, title="sampling job")
 def sampling_run(job: SamplingJob, ctx: JobContext) -> None:
     """Sample, score and create tasks batch by batch; a retried attempt skips the batches already in the queue."""
-    from rlloop.generate import PolicySampler, load_model, resolve_device
+    from rlloop.generate import PolicySampler, load_model
     from rlloop.policy import Sampling
+    from trainio.runtime import resolve_device
 
     output = resolve_path(job.output_dir)
     output.mkdir(parents=True, exist_ok=True)

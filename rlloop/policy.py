@@ -16,7 +16,6 @@ which only reads completions and recomputes every log-probability itself.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,10 +188,3 @@ class HFGenerator:
         if end is not None:
             return Completion(row[:end], True)
         return Completion(row, False)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)

@@ -105,7 +105,6 @@ from rlloop.policy import (
     load_causal_lm,
     load_tokenizer,
     read_sidecar,
-    seed_everything,
 )
 from rlloop.prompts import read_prompts
 from trainio import trainstate
@@ -119,6 +118,7 @@ from trainio.config import (
     check_precision,
     refuse,
 )
+from trainio.runtime import seed_everything
 
 CHECKPOINT_FORMAT = "arpad-ppo-checkpoint/1"
 POLICY_FORMAT = "arpad-policy/1"

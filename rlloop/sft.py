@@ -78,7 +78,6 @@ from rlloop.policy import (
     load_causal_lm,
     load_tokenizer,
     read_sidecar,
-    seed_everything,
 )
 from rlloop.ppo import LORA_RANK_BOUNDS, apply_lora, parse_sets
 from rlloop.prompts import check_prompt, read_records
@@ -93,6 +92,7 @@ from trainio.config import (
     check_precision,
     refuse,
 )
+from trainio.runtime import resolve_device, seed_everything
 
 CHECKPOINT_FORMAT = "arpad-sft-checkpoint/1"
 POLICY_FORMAT = "arpad-policy/1"
@@ -360,14 +360,6 @@ def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 # --------------------------------------------------------------------------------------
 # Training
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for, but CUDA is not available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def forward_logits(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""What every trainer (reward model, SFT, PPO) shares: checkpoint files and config checks. No Django.
+"""What every trainer (reward model, SFT, PPO) shares: checkpoint files, config checks, device and seeds. No Django.
 
 A package of its own so that neither trainer app imports the other for it: ``rewardmodel``
 and ``rlloop`` both import ``trainio``, and ``trainio`` imports neither (nor ``arpad``,

@@ -10,7 +10,8 @@ import torch
 
 from rewardmodel.data import Formatter, collate, encode_group, flatten_pairs, read_groups
 from rewardmodel.losses import expected_calibration_error, grouped_loss, pair_metrics
-from rewardmodel.train import forward_rewards, load_base, seed_everything
+from rewardmodel.train import forward_rewards, load_base
+from trainio.runtime import seed_everything
 
 
 def naive_instructgpt(groups: list[torch.Tensor]) -> float:

@@ -19,10 +19,10 @@ from rewardmodel.train import (
     apply_lora,
     list_checkpoints,
     load_base,
-    seed_everything,
     train,
 )
 from tests.rewardmodel.tiny import synthetic_snapshot
+from trainio.runtime import seed_everything
 
 
 def make_config(base: Path, data: Path, out: Path, **overrides: Any) -> TrainConfig:
