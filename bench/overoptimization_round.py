@@ -20,12 +20,14 @@ per update, and the sampled responses) can be opened afterwards:
    their 3-update means), each model's gain in its own held-out score standard deviations, the
    update where the gold peaked and the proxy's gain after it; writes it as JSON.
 
-Every step is skipped when its result is already in ``--work`` (a run that was cut off goes
-on), so a second round with other options reuses the data and both reward models:
+Every step is skipped when its result is already in ``--work``, so a second round reuses the
+data and both reward models; ``--from-policy N`` trains the policy an earlier round produced
+further (the KL still measured to the reference), and the figures then cover the whole chain
+of rounds, to reach a KL one round on this CPU does not:
 
     nice -n 10 .venv/bin/python bench/overoptimization_round.py --work var/bench/overopt-round
     nice -n 10 .venv/bin/python bench/overoptimization_round.py --work var/bench/overopt-round \
-        --updates 60 --set learning_rate=0.002           # another round on the same models
+        --from-policy 2 --updates 30                     # p2 (round 1's result) on to round 2
 
     # the round's page, on the same database:
     ARPAD_VAR_DIR=var/bench/overopt-round DJANGO_DEBUG=1 .venv/bin/python manage.py changepassword admin
@@ -125,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy-pairs", type=int, default=250)
     parser.add_argument("--proxy-epochs", type=int, default=4)
     parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument(
+        "--from-policy",
+        type=int,
+        metavar="N",
+        help="train policy pN (one an earlier round here produced) further, the KL still to the reference; "
+        "the figures then cover the whole chain of rounds from the reference",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a PPO option (JSON value)")
     parser.add_argument("--json", help="write the figures here (default: <work>/overoptimization-round-<time>.json)")
     args = parser.parse_args(argv)
@@ -202,12 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     from rlloop.ppo import parse_sets
 
     config.update(parse_sets(args.set))
-    step(f"PPO round of {reference.display_name} against the proxy (v2), the gold (v1) watching")
+    start = reference
+    if args.from_policy is not None:
+        start = PolicyVersion.objects.filter(project=project, number=args.from_policy).first()
+        if start is None:
+            print(f"project {project.pk} has no policy p{args.from_policy}", file=sys.stderr)
+            return 2
+    step(f"PPO round of {start.display_name} against the proxy (v2), the gold (v1) watching")
     t0 = time.monotonic()
     call_command(
         "ppo_round",
         project=project.pk,
-        policy=reference.number,
+        policy=start.number,
+        reference=reference.number,
         snapshot=snapshot.pk,
         reward_model=proxy.number,
         gold_reward_model=gold.number,
@@ -215,10 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         inline=True,
     )
     ppo = PolicyRound.objects.filter(project=project).latest("pk")
-    history = ppo.metrics_history or []
-    if ppo.state != "succeeded" or not history:
+    if ppo.state != "succeeded" or not ppo.metrics_history:
         print(f"round {ppo.number} ended {ppo.state}: {ppo.error}", file=sys.stderr)
         return 1
+    chain = rounds_from_reference(ppo)
+    history = []
+    for earlier in chain:  # one curve over the chain, its updates numbered on
+        offset = len(history)
+        history += [{**p, "step": offset + p["step"], "round": earlier.number} for p in earlier.metrics_history]
+    if len(chain) > 1:
+        print(f"\nthe chain of rounds from {reference.display_name}: {', '.join(str(r.number) for r in chain)}")
     print_curve(history)
     summary = summarise(history)
     for name, version in (("proxy", proxy), ("gold", gold)):
@@ -250,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["bench/overoptimization_round.py", *(argv if argv is not None else sys.argv[1:])]),
         "project": project.pk,
         "round": ppo.number,
+        "chain": [r.number for r in chain],
         "export": snapshot.counts,
         "gold": {"version": gold.number, "metrics": gold.metrics},
         "proxy": {"version": proxy.number, "metrics": proxy.metrics, "pairs": args.proxy_pairs},
@@ -265,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     target.write_text(json.dumps(figures, indent=2, ensure_ascii=False))
     print(f"wrote {target}")
     return 0
+
+
+def rounds_from_reference(last: Any) -> list[Any]:
+    """The rounds that led from the reference to ``last``'s policy, oldest first, ``last`` included."""
+    chain = [last]
+    while chain[0].policy.round_id is not None:
+        chain.insert(0, chain[0].policy.round)
+    return chain
 
 
 if __name__ == "__main__":
