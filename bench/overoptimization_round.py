@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_django(work)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
+    from django.urls import reverse
 
     from annotation.models import Project
     from exports.models import ExportSnapshot, ExportState
@@ -264,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         f"by the end (KL {summary['kl_end']:.2f})\n"
         f"Pearson r of proxy and gold across updates: {summary['proxy_gold_pearson']:.3f} per update, "
         f"{summary['proxy_gold_pearson_smoothed']:.3f} for the {SMOOTH}-update means\n"
-        f"{time.monotonic() - t0:.0f} s for {len(history)} updates; the round's page: "
-        f"/projects/{project.pk}/rounds/{ppo.number}/",
+        f"{time.monotonic() - t0:.0f} s for {len(ppo.metrics_history)} updates; the round's page: "
+        f"{reverse('policy-round', args=[project.pk, ppo.pk])}",
         flush=True,
     )
     figures = {
