@@ -82,10 +82,12 @@ def step(title: str) -> float:
     return time.monotonic()
 
 
-def rm_options(seed: int, epochs: int, max_length: int, groups: int | None) -> list[str]:
+def rm_options(
+    seed: int, epochs: int, max_length: int, groups: int | None, lora: int = 0, learning_rate: float = 1e-4
+) -> list[str]:
     options = {
         "epochs": epochs,
-        "learning_rate": 1e-4,  # bench/ppo_hh.py's MiniLM setting
+        "learning_rate": learning_rate,  # 1e-4: bench/ppo_hh.py's MiniLM setting
         "groups_per_batch": 16,
         "max_length": max_length,
         "eval_batch_groups": 32,
@@ -95,23 +97,37 @@ def rm_options(seed: int, epochs: int, max_length: int, groups: int | None) -> l
     }
     if groups is not None:
         options["max_train_groups"] = groups
+    if lora:
+        options["lora"] = {"r": lora, "alpha": 2 * lora}
     return [f"{k}={json.dumps(v)}" for k, v in options.items()]
 
 
-def reward_model(project: Any, number: int, name: str, options: list[str], base: str) -> Any:
+def reward_model(project: Any, name: str, options: list[str], base: str) -> Any:
+    """The project's version trained from ``base`` with ``options``, trained here when there is none yet."""
     from django.core.management import call_command
 
     from rewardmodel.models import RewardModelVersion
+    from rewardmodel.services import base_model_name_of
 
-    version = RewardModelVersion.objects.filter(project=project, number=number).first()
+    wanted = {k: json.loads(v) for k, v in (o.split("=", 1) for o in options)}
+    version = next(
+        (
+            v
+            for v in RewardModelVersion.objects.filter(project=project).select_related("run").order_by("number")
+            if base_model_name_of(v) == base
+            and all(v.run.config.get(k) == value for k, value in wanted.items())
+            and v.run.config.get("max_train_groups") == wanted.get("max_train_groups")
+        ),
+        None,
+    )
     if version is None:
-        t0 = step(f"{name} reward model (v{number})")
+        t0 = step(f"{name} reward model")
         call_command("train_reward_model", project=project.pk, latest=True, base=base, set=options, inline=True)
-        version = RewardModelVersion.objects.get(project=project, number=number)
+        version = RewardModelVersion.objects.filter(project=project).latest("number")
         print(f"{name}: {time.monotonic() - t0:.0f} s", flush=True)
     metrics = version.metrics or {}
     print(
-        f"{name} (v{number}): held-out accuracy {metrics.get('accuracy', float('nan')):.3f}, "
+        f"{name} (v{version.number}, {base}): held-out accuracy {metrics.get('accuracy', float('nan')):.3f}, "
         f"score sd {metrics.get('reward_std', float('nan')):.3f}, trained on {version.run.info.get('pairs', {})}",
         flush=True,
     )
@@ -126,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rm-max-length", type=int, default=128)
     parser.add_argument("--proxy-pairs", type=int, default=250)
     parser.add_argument("--proxy-epochs", type=int, default=4)
+    parser.add_argument("--proxy-base", help="the proxy's registered base (default: --rm-base)")
+    parser.add_argument("--proxy-lora", type=int, default=0, help="LoRA rank of the proxy (0: full fine-tune)")
+    parser.add_argument("--proxy-lr", type=float, default=1e-4, help="the proxy's learning rate")
     parser.add_argument("--updates", type=int, default=40)
     parser.add_argument(
         "--from-policy",
@@ -149,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
     from django.urls import reverse
 
-    from annotation.models import Project
+    from annotation.models import Membership, Project, Role
     from exports.models import ExportSnapshot, ExportState
     from rlloop.models import PolicyRound, PolicyVersion
 
@@ -163,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     project, _ = Project.objects.get_or_create(
         name=PROJECT, defaults={"responses_per_task": 2, "annotations_per_task": 1, "created_by": admin}
     )
+    Membership.objects.get_or_create(project=project, user=admin, defaults={"role": Role.MANAGER})
     if not project.prompts.exists():
         step(f"import {data}")
         call_command(
@@ -180,16 +200,23 @@ def main(argv: list[str] | None = None) -> int:
         snapshot = ExportSnapshot.objects.filter(project=project, state=ExportState.SUCCEEDED).latest("pk")
     print(f"export {snapshot.pk}: {snapshot.counts}", flush=True)
 
-    gold = reward_model(project, 1, "gold", rm_options(0, 1, args.rm_max_length, None), args.rm_base)
-    proxy = reward_model(
-        project, 2, "proxy", rm_options(1, args.proxy_epochs, args.rm_max_length, args.proxy_pairs), args.rm_base
-    )
-
     if not PolicyVersion.objects.filter(project=project).exists():
-        step("reference policy")
+        step("reference policy")  # first: the converted SmolLM2 is also a reward-model base
         call_command("fetch_demo_policy")
         call_command("register_policy", project=project.pk, name="smollm2-135m-instruct", reference=True)
     reference = PolicyVersion.objects.get(project=project, is_reference=True)
+
+    gold = reward_model(project, "gold", rm_options(0, 1, args.rm_max_length, None), args.rm_base)
+    proxy_options = rm_options(
+        1, args.proxy_epochs, args.rm_max_length, args.proxy_pairs, args.proxy_lora, args.proxy_lr
+    )
+    proxy = reward_model(project, "proxy", proxy_options, args.proxy_base or args.rm_base)
+    agreement = held_out_agreement(project, snapshot, gold, proxy)
+    print(
+        f"proxy vs gold on the {agreement['pairs']} held-out pairs: the same response preferred in "
+        f"{agreement['pair_agreement']:.3f}, score correlation {agreement['score_correlation']:.3f}",
+        flush=True,
+    )
 
     config = {
         "updates": args.updates,
@@ -218,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if start is None:
             print(f"project {project.pk} has no policy p{args.from_policy}", file=sys.stderr)
             return 2
-    step(f"PPO round of {start.display_name} against the proxy (v2), the gold (v1) watching")
+    step(f"PPO round of {start.display_name} against the proxy (v{proxy.number}), the gold (v{gold.number}) watching")
     t0 = time.monotonic()
     call_command(
         "ppo_round",
@@ -276,7 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         "chain": [r.number for r in chain],
         "export": snapshot.counts,
         "gold": {"version": gold.number, "metrics": gold.metrics},
-        "proxy": {"version": proxy.number, "metrics": proxy.metrics, "pairs": args.proxy_pairs},
+        "proxy": {
+            "version": proxy.number,
+            "metrics": proxy.metrics,
+            "pairs": args.proxy_pairs,
+            "base": args.proxy_base or args.rm_base,
+            "lora": args.proxy_lora,
+        },  # fmt: skip
+        "held_out_agreement": agreement,
         "config": ppo.config,
         "summary": summary,
         "curve": [
@@ -289,6 +323,30 @@ def main(argv: list[str] | None = None) -> int:
     target.write_text(json.dumps(figures, indent=2, ensure_ascii=False))
     print(f"wrote {target}")
     return 0
+
+
+def held_out_agreement(project: Any, snapshot: Any, gold: Any, proxy: Any) -> dict[str, Any]:
+    """How often the two models prefer the same response of a held-out pair, and their score correlation."""
+    from overoptimization import pearson
+
+    from exports.services import snapshot_directory
+    from rewardmodel.data import read_groups
+    from rewardmodel.scoring import RewardScorer
+    from rewardmodel.services import version_model_dir
+
+    items, pairs = [], []
+    for g in read_groups(snapshot_directory(snapshot)):
+        if g["split"] != "validation":
+            continue
+        index = {}
+        for r in g["responses"]:
+            index[r["id"]] = len(items)
+            items.append((g["prompt"], r["text"]))
+        pairs += [(index[p["chosen"]], index[p["rejected"]]) for p in g["pairs"]]
+    scores = [RewardScorer.from_pretrained(version_model_dir(v), device="cpu").score(items, batch_size=32)
+              for v in (gold, proxy)]  # fmt: skip
+    same = sum((scores[0][c] > scores[0][r]) == (scores[1][c] > scores[1][r]) for c, r in pairs)
+    return {"pairs": len(pairs), "pair_agreement": same / len(pairs), "score_correlation": pearson(*scores)}
 
 
 def rounds_from_reference(last: Any) -> list[Any]:
