@@ -138,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="the database, models and round stay here")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
+    parser.add_argument(
+        "--hh-file",
+        help="an HH-RLHF file to import instead of the data folder's harmless-base test split "
+        "(e.g. the 42k-pair harmless-base train split, for a gold on far more pairs than the proxy's); "
+        "a new --work folder for it",
+    )
     parser.add_argument("--rm-base", default="all-minilm-l6-v2", help="a registered reward-model base")
     parser.add_argument("--rm-max-length", type=int, default=128)
     parser.add_argument("--proxy-pairs", type=int, default=250)
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures here (default: <work>/overoptimization-round-<time>.json)")
     args = parser.parse_args(argv)
 
-    data = Path(args.data) / HH
+    data = Path(args.hh_file) if args.hh_file else Path(args.data) / HH
     if not data.is_file():
         print(f"{data} is missing: this benchmark reads ../shared/data", file=sys.stderr)
         return 2
