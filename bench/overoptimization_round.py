@@ -8,14 +8,15 @@ per update, and the sampled responses) can be opened afterwards:
 1. a project "Over-optimisation: HH-RLHF harmless-base" with the ``../shared/data`` test split
    imported with its original preferences (``import_data``), and an export with a 10 %
    prompt-level holdout (``export_snapshot``);
-2. reward model v1, the **gold**: every training pair of the export (``train_reward_model``);
-   reward model v2, the **proxy**: the first ``--proxy-pairs`` training pairs only
+2. the **gold** reward model: every training pair of the export (``train_reward_model``);
+   the **proxy**: the first ``--proxy-pairs`` training pairs only
    (``max_train_groups``), another seed, ``--proxy-epochs`` passes over them (a small-data
-   model trained to convergence, as Gao et al.'s proxies are);
+   model trained to convergence);
 3. the SmolLM2-135M demo policy as reference (``fetch_demo_policy``, ``register_policy``), and a
-   PPO round of it against the proxy with the gold watching (``ppo_round --reward-model 2
-   --gold-reward-model 1``), without a KL penalty by default (``kl_coef 0``, as in Gao et al.'s
-   RL runs: KL is measured, not paid), so that the proxy alone is what it climbs;
+   PPO round of it against the proxy with the gold watching (``ppo_round --reward-model <proxy>
+   --gold-reward-model <gold>``), without a KL penalty by default (``kl_coef 0``: KL is measured,
+   not paid; in Gao et al. a penalty does not move the gold-against-KL frontier), so that the
+   proxy alone is what it climbs;
 4. prints, per update, KL, the proxy's and the gold's mean score of the update's rollouts (and
    their 3-update means), each model's gain in its own held-out score standard deviations, the
    update where the gold peaked and the proxy's gain after it; writes it as JSON.
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": 48,
         "max_prompt_length": 128,
         "temperature": 0.7,
-        "kl_coef": 0.0,  # Gao et al.'s RL runs: KL measured, not paid
+        "kl_coef": 0.0,  # KL measured, not paid
         "missing_eos_penalty": None,  # the proxy's score alone drives the policy
         "lora": {"r": 8, "alpha": 16},
         "sample_every": max(1, args.updates // 4),
