@@ -71,6 +71,12 @@ async function api(url, { method = "GET", body } = {}) {
   return { status: res.status, ok: res.ok, data };
 }
 
+// ``api`` for calls whose failure the page shows and moves on from: a network error becomes a
+// failed reply (status 0, the error's message as the detail) instead of a rejection.
+function apiOrFailure(url, options) {
+  return api(url, options).catch((err) => ({ ok: false, status: 0, data: { detail: err.message } }));
+}
+
 function uuid4() {
   if (crypto.randomUUID) return crypto.randomUUID();
   const b = crypto.getRandomValues(new Uint8Array(16));
@@ -631,11 +637,7 @@ function openSkip() {
 async function doSkip(reason) {
   busy = true;
   show("loading");
-  const res = await api(cfg.skipUrl(cur.assignment.id), { method: "POST", body: { reason } }).catch((err) => ({
-    ok: false,
-    status: 0,
-    data: { detail: err.message },
-  }));
+  const res = await apiOrFailure(cfg.skipUrl(cur.assignment.id), { method: "POST", body: { reason } });
   busy = false;
   if (!res.ok) {
     show("task");
@@ -654,11 +656,7 @@ async function release() {
   if (!cur || busy || cur.review || cfg.preview) return;
   busy = true;
   show("loading");
-  const res = await api(cfg.releaseUrl(cur.assignment.id), { method: "POST" }).catch((err) => ({
-    ok: false,
-    status: 0,
-    data: { detail: err.message },
-  }));
+  const res = await apiOrFailure(cfg.releaseUrl(cur.assignment.id), { method: "POST" });
   busy = false;
   if (!res.ok) {
     show("task");
@@ -675,7 +673,7 @@ async function release() {
 async function openLast() {
   if (busy || cfg.preview || (cur && cur.review)) return;
   busy = true;
-  const res = await api(cfg.lastUrl).catch((err) => ({ ok: false, status: 0, data: { detail: err.message } }));
+  const res = await apiOrFailure(cfg.lastUrl);
   busy = false;
   if (!res.ok) return fail(res, "Could not show your last answer");
   if (!res.data.last) return say("You have not answered a task in this project yet.");
@@ -748,11 +746,7 @@ async function amend() {
   if (form.confidence !== null) body.confidence = form.confidence;
   busy = true;
   paint();
-  const res = await api(cfg.amendUrl(cur.review.id), { method: "POST", body }).catch((err) => ({
-    ok: false,
-    status: 0,
-    data: { detail: err.message },
-  }));
+  const res = await apiOrFailure(cfg.amendUrl(cur.review.id), { method: "POST", body });
   busy = false;
   if (!res.ok) {
     if (res.data && res.data.code === "task_complete") {
@@ -773,11 +767,7 @@ async function amend() {
 async function loadPreview(index) {
   busy = true;
   show("loading");
-  const res = await api(`${cfg.previewUrl}?n=${Math.max(0, index)}`).catch((err) => ({
-    ok: false,
-    status: 0,
-    data: { detail: err.message },
-  }));
+  const res = await apiOrFailure(`${cfg.previewUrl}?n=${Math.max(0, index)}`);
   busy = false;
   if (!res.ok) return fail(res, "Could not show a task");
   const { task, n, open } = res.data;
