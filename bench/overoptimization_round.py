@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overoptimization import SMOOTH, print_curve, summarise
+from overoptimization import SMOOTH, moving_mean, print_curve, summarise
 from ppo_hh import HH, REPO
 
 PROJECT = "Over-optimisation: HH-RLHF harmless-base"
@@ -282,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         spread = (version.metrics or {}).get("reward_std")
         summary[f"{name}_gain_in_sd"] = summary[f"{name}_gain"] / spread if spread else None
     peak = summary["gold_peak_update"] - 1
-    proxy_smooth = [
-        sum(h["objective/raw_scores"] for h in history[max(0, i - SMOOTH + 1) : i + 1]) for i in range(len(history))
-    ]
-    proxy_smooth = [s / (i + 1 - max(0, i - SMOOTH + 1)) for i, s in enumerate(proxy_smooth)]
+    proxy_smooth = moving_mean([h["objective/raw_scores"] for h in history], SMOOTH)
     summary["proxy_after_gold_peak"] = proxy_smooth[-1] - proxy_smooth[peak]
     summary["gold_after_peak"] = summary["gold_end"] - summary["gold_peak"]
     print(
